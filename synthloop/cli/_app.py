@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from synthloop.errors import SynthloopError
+
+app = typer.Typer(
+    name="synthloop",
+    help="Task-aware synthetic training data: composite, learn against the model, refine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn synthloop's own errors into a clear message and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SynthloopError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+@app.callback()
+def _root() -> None:
+    """synthloop command line."""
+
+
+@app.command("version")
+def version() -> None:
+    """Print synthloop's version."""
+    from synthloop import __version__
+
+    print(__version__)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data subcommands (convert, vis, ...) are registered here."""

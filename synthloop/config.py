@@ -1,0 +1,123 @@
+"""Configuration: pydantic models validated on load, YAML files, ``a.b=value`` overrides.
+
+Every component defines its own :class:`Config` subclass (``extra="forbid"``), so a typo is an
+error that names the file, the key and the keys that are valid there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from synthloop.errors import ConfigError
+
+C = TypeVar("C", bound="Config")
+
+
+class Config(BaseModel):
+    """Base of every config model: unknown keys are errors; values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid at ``loc[:-1]`` inside ``model`` (best effort through nested models)."""
+    cur: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        # unwrap Optional[...] / list[...] to the first BaseModel argument
+        cands = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in cands if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return []
+        cur = nxt
+    return sorted(getattr(cur, "model_fields", {}).keys())
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e.get("loc", ()))
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e.get("type") == "extra_forbidden":
+            valid = _valid_keys(model, loc)
+            lines.append(f"{source}: field {key}: unknown key; valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"{source}: field {key}: {e.get('msg')} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` -> (["a", "b"], 3). The value is parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value", file="<command line>")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key", file="<command line>")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    data = dict(data)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        cur = data
+        for p in path[:-1]:
+            nxt = cur.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {} if nxt is None else nxt
+                if not isinstance(nxt, dict):
+                    raise ConfigError(f"cannot set {'.'.join(path)}: {p} is not a mapping", file="<command line>", field=".".join(path))
+                cur[p] = nxt
+            else:
+                nxt = dict(nxt)
+                cur[p] = nxt
+            cur = nxt
+        cur[path[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("file not found", file=path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {e}", file=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping", file=path)
+    return data
+
+
+def build_config(model: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "<config>") -> C:
+    merged = apply_overrides(data or {}, overrides)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, model, source)) from None
+
+
+def load_config(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Load ``path`` (YAML) into ``model``, apply ``key=value`` overrides, validate."""
+    data = load_yaml(path) if path is not None else {}
+    return build_config(model, data, overrides, source=str(path) if path else "<defaults>")
