@@ -1,0 +1,204 @@
+"""Parameter samplers: an explicit ``torch.Generator`` in, a :class:`SceneParams` out.
+
+``sample_scene`` implements uniform random placement (Cut-Paste-Learn) with limits on
+truncation and overlap; instance switching (PSIS) lives in :mod:`synthloop.compose.psis`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from synthloop.compose.config import BlendConfig, SceneConfig
+from synthloop.compose.params import ArtefactParams, BlendSpec, ObjectParams, SceneParams
+from synthloop.compose.render import BackgroundSource
+from synthloop.errors import InputError
+from synthloop.functional.geometry import affine_matrix
+
+
+class SizedInstances(Protocol):
+    def __len__(self) -> int: ...
+
+    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def category_of(self, index: int) -> int: ...
+
+
+def uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return float(lo) + (float(hi) - float(lo)) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+def randint(g: torch.Generator, lo: int, hi: int) -> int:
+    """Uniform integer in [lo, hi] (inclusive)."""
+    return int(torch.randint(int(lo), int(hi) + 1, (), generator=g))
+
+
+def choice(g: torch.Generator, items: list[Any]) -> Any:
+    return items[randint(g, 0, len(items) - 1)]
+
+
+def sample_blend(cfg: BlendConfig, g: torch.Generator, mode: str | None = None) -> BlendSpec:
+    mode = mode or choice(g, cfg.modes)
+    if mode == "gaussian":
+        return BlendSpec(mode, {"sigma": round(uniform(g, *cfg.gaussian_sigma), 4)})
+    if mode == "box":
+        return BlendSpec(mode, {"kernel_size": int(choice(g, cfg.box_kernel))})
+    if mode == "motion":
+        return BlendSpec(mode, {"kernel_size": int(choice(g, cfg.motion_kernel)), "angle": round(uniform(g, 0.0, 180.0), 3)})
+    if mode == "pyramid":
+        return BlendSpec(mode, {"levels": int(choice(g, cfg.pyramid_levels))})
+    return BlendSpec(mode, {})
+
+
+def mask_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight ``(x0, y0, x1, y1)`` of ``alpha > 0.5`` of an ``(h, w)`` cut-out (whole cut-out if empty)."""
+    on = alpha > 0.5
+    rows = np.flatnonzero(on.any(1))
+    if rows.size == 0:
+        return 0, 0, alpha.shape[1], alpha.shape[0]
+    cols = np.flatnonzero(on.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def instance_geometry(instances: SizedInstances, index: int) -> tuple[int, int, tuple[int, int, int, int]]:
+    """``(h, w, mask_box)`` of a cut-out, cached on the source object."""
+    cache = instances.__dict__.setdefault("_geometry_cache", {})
+    hit = cache.get(index)
+    if hit is None:
+        alpha = instances.arrays(index)[1]
+        hit = (alpha.shape[0], alpha.shape[1], mask_box(alpha))
+        cache[index] = hit
+    return hit
+
+
+def placed_box(affine: list[float], geom: tuple[int, int, tuple[int, int, int, int]], canvas: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Axis-aligned box on the canvas plane of the transformed mask box (may exceed the canvas)."""
+    h, w, (x0, y0, x1, y1) = geom
+    A = affine_matrix(torch.tensor([affine], dtype=torch.float64), (h, w), canvas)[0].numpy()
+    pts = np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x1, y1, 1.0], [x0, y1, 1.0]]) @ A.T
+    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
+def box_truncation(box: tuple[float, float, float, float], canvas: tuple[int, int]) -> float:
+    H, W = canvas
+    x0, y0, x1, y1 = box
+    area = max(x1 - x0, 1e-9) * max(y1 - y0, 1e-9)
+    ix = max(0.0, min(x1, W) - max(x0, 0.0))
+    iy = max(0.0, min(y1, H) - max(y0, 0.0))
+    return 1.0 - (ix * iy) / area
+
+
+def box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua if ua > 0 else 0.0
+
+
+def sample_affine(cfg: SceneConfig, geom: tuple[int, int, tuple[int, int, int, int]], canvas: tuple[int, int], g: torch.Generator) -> list[float]:
+    """A random placement: scale so the mask box's longer side is a ``placement.scale`` fraction of
+    the canvas' shorter side, random rotation/shear/aspect, mask-box centre anywhere on the canvas."""
+    pc = cfg.placement
+    H, W = canvas
+    _, _, (x0, y0, x1, y1) = geom
+    side = max(x1 - x0, y1 - y0, 1)
+    s = uniform(g, *pc.scale) * min(H, W) / side
+    j = uniform(g, -pc.aspect_jitter, pc.aspect_jitter) if pc.aspect_jitter > 0 else 0.0
+    sx, sy = s * math.exp(-j / 2), s * math.exp(j / 2)
+    angle = uniform(g, *pc.rotation)
+    shear = uniform(g, *pc.shear)
+    cx, cy = uniform(g, 0.0, W), uniform(g, 0.0, H)
+    bx = placed_box([angle, 0.0, 0.0, shear, sx, sy], geom, canvas)
+    mcx, mcy = (bx[0] + bx[2]) / 2 - W / 2, (bx[1] + bx[3]) / 2 - H / 2
+    return [angle, cx - W / 2 - mcx, cy - H / 2 - mcy, shear, sx, sy]
+
+
+def sample_photometric(cfg: SceneConfig, g: torch.Generator) -> list[float]:
+    pc = cfg.photometric
+    if not pc.enabled:
+        return [1.0, 1.0, 1.0, 0.0]
+    return [round(uniform(g, *pc.brightness), 4), round(uniform(g, *pc.contrast), 4), round(uniform(g, *pc.saturation), 4), round(uniform(g, *pc.hue), 4)]
+
+
+def _place(cfg: SceneConfig, instances: SizedInstances, pool: list[int], canvas, g, boxes: list, limit_overlap: bool):
+    """Try up to ``max_tries`` placements of a random instance from ``pool`` within the limits."""
+    for _ in range(cfg.placement.max_tries):
+        idx = choice(g, pool)
+        geom = instance_geometry(instances, idx)
+        aff = sample_affine(cfg, geom, canvas, g)
+        box = placed_box(aff, geom, canvas)
+        if box_truncation(box, canvas) > cfg.placement.max_truncation:
+            continue
+        if limit_overlap and any(box_iou(box, b) > cfg.placement.max_iou for b in boxes):
+            continue
+        return idx, aff, box
+    return None
+
+
+def sample_scene(
+    cfg: SceneConfig,
+    instances: SizedInstances,
+    backgrounds: BackgroundSource,
+    generator: torch.Generator,
+    *,
+    seed: int | None = None,
+) -> SceneParams:
+    """Sample one scene: background, labelled objects, distractors, artefacts, blends.
+
+    Objects that cannot be placed within the truncation/overlap limits after ``max_tries`` are
+    skipped (the scene then has fewer objects, never an out-of-limit one).
+    """
+    if len(instances) == 0:
+        raise InputError("the instance bank is empty: nothing to paste", field="instances")
+    g = generator
+    canvas = (int(cfg.canvas[0]), int(cfg.canvas[1]))
+    distractor_cats = set(cfg.distractor_categories)
+    labelled_pool = [i for i in range(len(instances)) if instances.category_of(i) not in distractor_cats]
+    distractor_pool = [i for i in range(len(instances)) if instances.category_of(i) in distractor_cats] or list(range(len(instances)))
+    if not labelled_pool:
+        raise InputError("every instance belongs to a distractor category; nothing left to label", field="distractor_categories")
+    background = backgrounds.sample_one(canvas, g)
+    image_blend = sample_blend(cfg.blend, g)
+
+    def obj_blend() -> BlendSpec:
+        return image_blend if cfg.blend.per == "image" else sample_blend(cfg.blend, g)
+
+    n_obj = randint(g, *cfg.objects)
+    n_dis = randint(g, *cfg.distractors)
+    # distractors first (below), labelled objects on top, in random order within each group
+    kinds = [True] * n_dis + [False] * n_obj
+    objects: list[ObjectParams] = []
+    boxes: list = []
+    for is_distractor in kinds:
+        placed = _place(cfg, instances, distractor_pool if is_distractor else labelled_pool, canvas, g, boxes, limit_overlap=not is_distractor)
+        if placed is None:
+            continue
+        idx, aff, box = placed
+        if not is_distractor:
+            boxes.append(box)
+        objects.append(
+            ObjectParams(
+                instance=idx,
+                category_id=int(instances.category_of(idx)),
+                affine=[float(v) for v in aff],
+                photometric=sample_photometric(cfg, g),
+                blend=obj_blend(),
+                distractor=is_distractor,
+                cleanup=cfg.mask_cleanup,
+            )
+        )
+    artefacts: list[ArtefactParams] = []
+    art_bg = None
+    if cfg.artefacts.enabled:
+        n_art = randint(g, *cfg.artefacts.count)
+        if n_art > 0:
+            art_bg = backgrounds.sample_one(canvas, g)
+        for _ in range(n_art):
+            idx = randint(g, 0, len(instances) - 1)
+            aff = sample_affine(cfg, instance_geometry(instances, idx), canvas, g)
+            artefacts.append(ArtefactParams(instance=idx, affine=[float(v) for v in aff], blend=obj_blend()))
+    return SceneParams(canvas=canvas, background=background, objects=objects, artefacts=artefacts, artefact_background=art_bg, seed=seed)
