@@ -23,14 +23,26 @@ def gaussian_kernel_size(sigma_max: float) -> int:
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-    """Gaussian blur with per-sample ``sigma`` (pixels). Samples with sigma <= 0 pass through."""
+    """Gaussian blur of ``Tensor[B, C, H, W]`` with per-sample ``sigma`` (float or ``Tensor[B]``, pixels).
+
+    Each sample's kernel is truncated at its own ``+-ceil(3 sigma)`` (see :func:`gaussian_kernel_size`)
+    and renormalised, so a sample's result does not depend on the other sigmas in the batch: a
+    batched call equals the single calls. Samples with sigma <= 0 pass through. Replicate border.
+    Differentiable w.r.t. ``x`` and ``sigma``.
+    """
     sig = _per_sample(sigma, x.shape[0], x)
     smax = float(sig.detach().max()) if sig.numel() else 0.0
     if smax <= 0:
         return x
     k = gaussian_kernel_size(smax)
     safe = sig.clamp_min(1e-3)
-    out = KF.gaussian_blur2d(x, (k, k), torch.stack([safe, safe], 1), border_type="replicate")
+    kernel = KF.get_gaussian_kernel1d(k, safe.unsqueeze(1))  # (B, k), normalised over the widest window
+    # kornia's batched sigma shares one kernel size; cut every kernel back to its own radius.
+    radius = torch.ceil(3.0 * sig.detach().double()).clamp_min(1.0).to(x.device)
+    offset = (torch.arange(k, device=x.device) - k // 2).abs()
+    kernel = torch.where(offset.unsqueeze(0) <= radius.unsqueeze(1), kernel, torch.zeros_like(kernel))
+    kernel = kernel / kernel.sum(-1, keepdim=True)
+    out = KF.filter2d_separable(x, kernel, kernel, border_type="replicate")
     keep = (sig <= 0).view(-1, *([1] * (x.ndim - 1)))
     return torch.where(keep, x, out)
 
