@@ -119,10 +119,19 @@ def blend_pyramid(fg, alpha, bg, levels: int = 4, **_):
     return out.clamp(0, 1)
 
 
+_CLONE_FLAGS = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
+
+
 @register_blend("poisson")
 def blend_poisson(fg, alpha, bg, clone: str = "normal", **_):
-    """OpenCV ``seamlessClone`` per image. NOT differentiable (the result is detached)."""
-    flag = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}[clone]
+    """OpenCV ``seamlessClone`` per image. NOT differentiable (the result is detached).
+
+    The cloned region is computed in 8 bits (OpenCV); pixels outside the mask's bounding box are
+    ``bg`` exactly. An empty mask returns ``bg``.
+    """
+    if clone not in _CLONE_FLAGS:
+        raise ValueError(f"unknown poisson clone {clone!r}; valid: {', '.join(_CLONE_FLAGS)}")
+    flag = _CLONE_FLAGS[clone]
     out = []
     for f, a, b in zip(fg.detach(), alpha.detach(), bg.detach()):
         out.append(_poisson_one(f, a, b, flag))
@@ -132,8 +141,7 @@ def blend_poisson(fg, alpha, bg, clone: str = "normal", **_):
 def _poisson_one(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flag: int) -> torch.Tensor:
     C, H, W = f.shape
     m = (a[0] > 0.5).cpu().numpy().astype(np.uint8) * 255
-    ys, xs = np.nonzero(m)
-    if len(ys) == 0:
+    if not m.any():
         return b.clone()
     to8 = lambda t: (t.clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
     src, dst = to8(f), to8(b)
@@ -150,7 +158,12 @@ def _poisson_one(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flag: int) -
     res = res[pad : pad + H, pad : pad + W]
     if C == 1:
         res = res[..., :1]
-    return torch.from_numpy(res.transpose(2, 0, 1).copy()).to(f.device, torch.float32) / 255.0
+    cloned = torch.from_numpy(res.transpose(2, 0, 1).copy()).to(b.device, b.dtype) / 255.0
+    # seamlessClone only writes inside the mask's bounding box; keep bg's full precision elsewhere.
+    x0, y0 = x - pad, y - pad
+    out = b.clone()
+    out[:, y0 : y0 + h, x0 : x0 + w] = cloned[:, y0 : y0 + h, x0 : x0 + w]
+    return out
 
 
 BLEND_MODES: tuple[str, ...] = tuple(_REGISTRY)
