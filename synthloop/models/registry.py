@@ -14,12 +14,12 @@ from torch import nn
 
 from synthloop.errors import InputError
 
-F = TypeVar("F", bound=Callable[..., nn.Module])
+FactoryT = TypeVar("FactoryT", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(name: str) -> Callable[[F], F]:
+def register_model(name: str) -> Callable[[FactoryT], FactoryT]:
     """Decorator registering a factory (class or function) under ``name``.
 
     Raises:
@@ -28,7 +28,7 @@ def register_model(name: str) -> Callable[[F], F]:
     if not name:
         raise ValueError("model name must be a non-empty string")
 
-    def decorator(factory: F) -> F:
+    def decorator(factory: FactoryT) -> FactoryT:
         if name in _MODELS:
             raise ValueError(f"model {name!r} is already registered (by {_MODELS[name]!r})")
         _MODELS[name] = factory
