@@ -88,7 +88,7 @@ class ParamRanges(_Ranges):
     The defaults are AffNIST-like ranges for a 40x40 canvas (rotation within 20 degrees, scale
     0.8-1.2, small shear, translations that keep an MNIST digit inside the canvas); TERSE clamps
     S's outputs to "the same range used to generate AffNIST", which the paper does not list.
-    Every default range is centred on the identity, so a freshly initialised S starts there.
+    Every default range is centred on the identity, so a raw output of 0 is the identity placement.
 
     Raises:
         InputError: (a ``ValueError``) when a range has ``min > max`` or is not finite.

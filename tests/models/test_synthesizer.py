@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from synthloop.errors import InputError
 from synthloop.functional.geometry import AFFINE_PARAM_NAMES, warp
 from synthloop.models import (
+    PHOTOMETRIC_HEAD_NAMES,
     AffineHead,
     MNISTClassifier,
     MNISTSynthesizer,
@@ -44,6 +45,7 @@ def digits(n, gen):
 
 def test_param_range_field_order_matches_geometry():
     assert ParamRanges().names() == AFFINE_PARAM_NAMES
+    assert PhotometricRanges().names() == PHOTOMETRIC_HEAD_NAMES
 
 
 @pytest.mark.parametrize("name", AFFINE_PARAM_NAMES)
