@@ -109,6 +109,8 @@ def affine_theta(params: torch.Tensor, src_size: Size, dst_size: Size, dst_offse
     """
     A = affine_matrix(params, src_size, dst_size)
     if dst_offset is not None:
+        if dst_offset.shape != (A.shape[0], 2):
+            raise ValueError(f"dst_offset must have shape ({A.shape[0]}, 2), got {tuple(dst_offset.shape)}")
         shift = torch.zeros_like(A)
         shift[:, 0, 2] = -dst_offset[:, 0].to(A.dtype)
         shift[:, 1, 2] = -dst_offset[:, 1].to(A.dtype)
@@ -138,10 +140,14 @@ def warp(
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, h, w), got {tuple(image.shape)}")
+    _check_params(params)
     if params.shape[0] != image.shape[0]:
         raise ValueError(f"batch mismatch: image {image.shape[0]} vs params {params.shape[0]}")
     src_size = image.shape[-2:]
     out = tuple(window if window is not None else dst_size)
+    for name, size in (("dst_size", dst_size), ("window", out)):
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"{name} must be two positive ints (H, W), got {tuple(size)}")
     theta = affine_theta(params.to(image.dtype), src_size, dst_size, dst_offset=dst_offset, window=window)
     grid = F.affine_grid(theta, [image.shape[0], image.shape[1], out[0], out[1]], align_corners=False)
     return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
