@@ -53,7 +53,9 @@ def photometric_affine(params: torch.Tensor, mean_gray: torch.Tensor) -> tuple[t
     ang = h * (2.0 * math.pi)
     cos, sin = torch.cos(ang), torch.sin(ang)
     zero, one = torch.zeros_like(ang), torch.ones_like(ang)
-    rot = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, -sin], 1), torch.stack([zero, sin, cos], 1)], 1)
+    # (I, Q) -> (I cos + Q sin, Q cos - I sin): positive h moves red towards yellow and green, i.e. the
+    # HSV hue increases by about h turns, as torchvision's adjust_hue.
+    rot = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, cos, sin], 1), torch.stack([zero, -sin, cos], 1)], 1)
     hue = _YIQ2RGB.to(dt).to(dev) @ rot @ _RGB2YIQ.to(dt).to(dev)
     M = (k * b).view(-1, 1, 1) * (hue @ sat)
     pivot = (1 - k) * b * mean_gray.to(dt)
