@@ -1,0 +1,216 @@
+import pytest
+import torch
+from functional_helpers import rand, tol
+
+from synthloop.functional import BLEND_MODES, DIFFERENTIABLE_BLEND_MODES, blend
+
+# The central list: every parametrised test below runs over all registered modes.
+ALL_MODES = BLEND_MODES
+NOT_DIFFERENTIABLE = tuple(m for m in ALL_MODES if m not in DIFFERENTIABLE_BLEND_MODES)
+
+S, LO, HI = 128, 32, 96  # canvas size and the object's square [LO, HI) on it
+FAR = 26  # every mode's influence (pyramid's, the widest, reaches 23 px) stays closer than this
+
+
+def test_mode_lists():
+    assert set(ALL_MODES) == {"none", "alpha", "gaussian", "box", "motion", "pyramid", "poisson"}
+    assert set(DIFFERENTIABLE_BLEND_MODES) <= set(ALL_MODES)
+    assert NOT_DIFFERENTIABLE == ("none", "poisson")
+
+
+def scene(gen, dtype, device, batch=1):
+    fg = rand(batch, 3, S, S, gen=gen, dtype=dtype, device=device)
+    bg = rand(batch, 3, S, S, gen=gen, dtype=dtype, device=device)
+    alpha = torch.zeros(batch, 1, S, S, dtype=dtype, device=device)
+    alpha[..., LO:HI, LO:HI] = 1.0
+    return fg, alpha, bg
+
+
+def chebyshev_outside(device) -> torch.Tensor:
+    """``(S, S)`` distance in pixels outside the object (> 0) or depth inside it (<= 0)."""
+    r = torch.arange(S, device=device)
+    d = torch.maximum(LO - r, r - (HI - 1))
+    return torch.maximum(d.view(-1, 1), d.view(1, -1))
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_keeps_background_far_from_object(mode, device, dtype, gen):
+    fg, alpha, bg = scene(gen, dtype, device)
+    out = blend(fg, alpha, bg, mode)
+    assert out.shape == bg.shape and out.dtype == dtype and out.device.type == device.type
+    far = chebyshev_outside(device) >= FAR
+    torch.testing.assert_close(out[..., far], bg[..., far], **tol(dtype))
+
+
+@pytest.mark.parametrize("mode", [m for m in ALL_MODES if m != "poisson"])
+def test_keeps_foreground_deep_inside(mode, device, dtype, gen):
+    # poisson re-solves the interior from the background's boundary values; it is tested below
+    fg, alpha, bg = scene(gen, dtype, device)
+    out = blend(fg, alpha, bg, mode)
+    deep = chebyshev_outside(device) <= -FAR
+    torch.testing.assert_close(out[..., deep], fg[..., deep], **tol(dtype))
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_output_in_unit_range(mode, gen):
+    fg, _, bg = scene(gen, torch.float32, "cpu")
+    alpha = rand(1, 1, S, S, gen=gen)
+    out = blend(fg, alpha, bg, mode)
+    assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
+
+
+def test_alpha_mode_is_the_formula(device, dtype, gen):
+    fg, bg = rand(2, 3, 9, 11, gen=gen, dtype=dtype, device=device), rand(2, 3, 9, 11, gen=gen, dtype=dtype, device=device)
+    alpha = rand(2, 1, 9, 11, gen=gen, dtype=dtype, device=device)
+    torch.testing.assert_close(blend(fg, alpha, bg, "alpha"), alpha * fg + (1 - alpha) * bg, **tol(dtype))
+    torch.testing.assert_close(blend(fg, alpha, bg), alpha * fg + (1 - alpha) * bg, **tol(dtype))  # the default
+
+
+def test_none_mode_is_a_hard_paste(device, dtype, gen):
+    fg, bg = rand(2, 3, 9, 11, gen=gen, dtype=dtype, device=device), rand(2, 3, 9, 11, gen=gen, dtype=dtype, device=device)
+    alpha = rand(2, 1, 9, 11, gen=gen, dtype=dtype, device=device)
+    torch.testing.assert_close(blend(fg, alpha, bg, "none"), torch.where(alpha > 0.5, fg, bg), **tol(dtype))
+
+
+@pytest.mark.parametrize(("mode", "option"), [("gaussian", {"sigma": 0.0}), ("box", {"kernel_size": 1}), ("motion", {"kernel_size": 1})])
+def test_zero_strength_feathering_is_alpha_blend(mode, option, gen):
+    fg, bg = rand(1, 3, 12, 12, gen=gen), rand(1, 3, 12, 12, gen=gen)
+    alpha = (rand(1, 1, 12, 12, gen=gen) > 0.5).float()
+    torch.testing.assert_close(blend(fg, alpha, bg, mode, **option), blend(fg, alpha, bg, "alpha"))
+
+
+@pytest.mark.parametrize("mode", ["gaussian", "box", "motion"])
+def test_feathering_softens_a_hard_edge(mode, gen):
+    fg, bg = torch.ones(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    alpha = torch.zeros(1, 1, 16, 16)
+    alpha[..., :, :8] = 1.0  # vertical edge: horizontal motion blur smears across it
+    out = blend(fg, alpha, bg, mode)
+    row = out[0, 0, 8]
+    assert 0 < row[7] < 1 and 0 < row[8] < 1 and row[7] > row[8]
+    assert row[0].item() == pytest.approx(1.0, abs=1e-6) and row[-1].item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", DIFFERENTIABLE_BLEND_MODES)
+def test_gradcheck(mode, device):
+    gen = torch.Generator().manual_seed(3)
+    # 8x8 gives the pyramid three levels; values stay away from the output clamp at 0 and 1
+    fg = rand(1, 2, 8, 8, gen=gen, dtype=torch.float64, device=device, low=0.2, high=0.8).requires_grad_()
+    bg = rand(1, 2, 8, 8, gen=gen, dtype=torch.float64, device=device, low=0.2, high=0.8).requires_grad_()
+    alpha = rand(1, 1, 8, 8, gen=gen, dtype=torch.float64, device=device, low=0.1, high=0.9).requires_grad_()
+    assert torch.autograd.gradcheck(lambda f, a, b: blend(f, a, b, mode), (fg, alpha, bg))
+
+
+def test_none_mode_gradients_flow_to_fg_and_bg_only(gen):
+    fg = rand(1, 2, 6, 6, gen=gen, dtype=torch.float64).requires_grad_()
+    bg = rand(1, 2, 6, 6, gen=gen, dtype=torch.float64).requires_grad_()
+    alpha = rand(1, 1, 6, 6, gen=gen, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda f, b: blend(f, alpha, b, "none"), (fg, bg))
+    (g,) = torch.autograd.grad(blend(fg, alpha, bg, "none").sum(), alpha, allow_unused=True)
+    assert g is None or g.abs().max() == 0
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_batched_equals_unbatched(mode, device, dtype, gen):
+    fg, bg = rand(3, 3, 20, 24, gen=gen, dtype=dtype, device=device), rand(3, 3, 20, 24, gen=gen, dtype=dtype, device=device)
+    alpha = torch.zeros(3, 1, 20, 24, dtype=dtype, device=device)
+    alpha[0, :, 4:12, 5:15] = 1
+    alpha[1, :, 0:9, 10:24] = 0.8  # touches the border
+    alpha[2, :, 6:18, 2:20] = rand(1, 12, 18, gen=gen, dtype=dtype, device=device)
+    out = blend(fg, alpha, bg, mode)
+    for i in range(3):
+        single = blend(fg[i : i + 1], alpha[i : i + 1], bg[i : i + 1], mode)
+        torch.testing.assert_close(out[i : i + 1], single, **tol(dtype))
+
+
+@pytest.mark.parametrize("levels", [1, 2, 4, 6])
+def test_pyramid_reproduces_inputs_at_constant_alpha_odd_size(levels, device, dtype, gen):
+    fg, bg = rand(2, 3, 37, 53, gen=gen, dtype=dtype, device=device), rand(2, 3, 37, 53, gen=gen, dtype=dtype, device=device)
+    ones = torch.ones(2, 1, 37, 53, dtype=dtype, device=device)
+    torch.testing.assert_close(blend(fg, ones, bg, "pyramid", levels=levels), fg, **tol(dtype))
+    torch.testing.assert_close(blend(fg, ones * 0, bg, "pyramid", levels=levels), bg, **tol(dtype))
+
+
+def test_pyramid_differs_from_alpha_blend_near_the_seam(gen):
+    fg, alpha, bg = scene(gen, torch.float64, "cpu")
+    diff = (blend(fg, alpha, bg, "pyramid") - blend(fg, alpha, bg, "alpha")).abs()
+    assert diff[..., LO - 2 : LO + 2, LO:HI].mean() > 1e-2  # multi-band: the seam is blended, not cut
+
+
+def test_poisson_is_detached_and_not_differentiable(gen):
+    fg, alpha, bg = scene(gen, torch.float32, "cpu")
+    fg.requires_grad_()
+    bg.requires_grad_()
+    out = blend(fg, alpha, bg, "poisson")
+    assert not out.requires_grad and out.grad_fn is None
+
+
+def test_poisson_reproduces_background_when_fg_equals_bg(dtype):
+    # checks that OpenCV places the clone exactly over the mask (no off-by-one shift): a textured
+    # foreground identical to the background must come back unchanged up to 8-bit rounding.
+    ys, xs = torch.meshgrid(torch.arange(37, dtype=dtype), torch.arange(53, dtype=dtype), indexing="ij")
+    img = torch.stack([0.5 + 0.3 * torch.sin(xs / 2.0) * torch.cos(ys / 3.0), 0.5 + 0.3 * torch.cos(xs / 1.5 + ys / 2.5), 0.5 + 0.2 * torch.sin(ys)])[None]
+    alpha = torch.zeros(1, 1, 37, 53, dtype=dtype)
+    alpha[..., 10:25, 12:40] = 1
+    out = blend(img, alpha, img, "poisson")
+    torch.testing.assert_close(out, img, atol=3 / 255, rtol=0)
+    shifted = torch.roll(img, 1, dims=-1)
+    assert (blend(shifted, alpha, img, "poisson") - img).abs().max() > 10 / 255  # the check above has teeth
+
+
+def test_poisson_object_touching_the_border(dtype, gen):
+    fg, bg = rand(1, 3, 24, 30, gen=gen, dtype=dtype), rand(1, 3, 24, 30, gen=gen, dtype=dtype)
+    alpha = torch.zeros(1, 1, 24, 30, dtype=dtype)
+    alpha[..., 0:10, 18:30] = 1  # top-right corner, touching two borders
+    out = blend(fg, alpha, bg, "poisson")
+    assert out.shape == bg.shape and out.dtype == dtype and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+    outside = torch.ones(24, 30, dtype=torch.bool)
+    outside[0:10, 18:30] = False
+    assert torch.equal(out[..., outside], bg[..., outside])  # exact outside the mask's box
+    assert (out[..., 0:10, 18:30] - bg[..., 0:10, 18:30]).abs().max() > 0.05  # and something was cloned
+
+
+def test_poisson_full_canvas_mask_and_grey_images(gen):
+    fg, bg = rand(1, 1, 20, 20, gen=gen), rand(1, 1, 20, 20, gen=gen)
+    out = blend(fg, torch.ones(1, 1, 20, 20), bg, "poisson")
+    assert out.shape == (1, 1, 20, 20) and torch.isfinite(out).all()
+
+
+def test_poisson_empty_mask_returns_background(dtype, gen):
+    fg, bg = rand(2, 3, 16, 16, gen=gen, dtype=dtype), rand(2, 3, 16, 16, gen=gen, dtype=dtype)
+    alpha = torch.zeros(2, 1, 16, 16, dtype=dtype)
+    alpha[..., 5:9, 5:9] = 0.4  # below the 0.5 threshold: empty
+    assert torch.equal(blend(fg, alpha, bg, "poisson"), bg)
+
+
+def test_poisson_mixed_clone_and_bad_clone(gen):
+    fg, alpha, bg = scene(gen, torch.float32, "cpu")
+    mixed = blend(fg, alpha, bg, "poisson", clone="mixed")
+    assert not torch.equal(mixed, blend(fg, alpha, bg, "poisson"))
+    with pytest.raises(ValueError, match="unknown poisson clone 'blurry'; valid: normal, mixed"):
+        blend(fg, alpha, bg, "poisson", clone="blurry")
+
+
+def test_unknown_mode_lists_valid_modes():
+    x = torch.zeros(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="unknown blend mode 'screen'") as info:
+        blend(x, x[:, :1], x, "screen")
+    for mode in ALL_MODES:
+        assert mode in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fg_shape", "alpha_shape", "bg_shape", "match"),
+    [
+        ((1, 3, 8, 8), (1, 1, 8, 8), (1, 3, 8, 9), "fg .* and bg .* must have the same shape"),
+        ((1, 3, 8, 8), (1, 1, 8, 8), (2, 3, 8, 8), "must have the same shape"),
+        ((1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8), r"alpha must be \(B, 1, H, W\)"),
+        ((2, 3, 8, 8), (1, 1, 8, 8), (2, 3, 8, 8), r"alpha must be \(B, 1, H, W\)"),
+        ((1, 3, 8, 8), (1, 1, 7, 8), (1, 3, 8, 8), r"alpha must be \(B, 1, H, W\)"),
+        ((1, 3, 8, 8), (1, 8, 8), (1, 3, 8, 8), r"alpha must be \(B, 1, H, W\)"),
+    ],
+)
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_shape_mismatch(fg_shape, alpha_shape, bg_shape, match, mode):
+    with pytest.raises(ValueError, match=match):
+        blend(torch.zeros(fg_shape), torch.zeros(alpha_shape), torch.zeros(bg_shape), mode)
