@@ -53,6 +53,12 @@ def image_size(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tup
         return im.size
 
 
+def has_alpha(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bool:
+    """Whether an image file has an alpha channel or palette transparency (header only)."""
+    with _open_checked(Path(path), max_pixels) as im:
+        return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+
+
 def load_image(path: str | Path, *, mode: str = "RGB", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file.
 
