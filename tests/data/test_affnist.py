@@ -137,8 +137,9 @@ def test_from_dict_rejects_bad_input():
 def test_ten_thousand_digits_fast():
     x, _ = load_mnist("test")
     make_affnist(x[:100], _gen(0))  # warm-up
-    t = time.perf_counter()
+    # CPU time of this (single-threaded) process, so other load on the machine does not count
+    t = time.process_time()
     out, _ = make_affnist(x, _gen(0))
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert out.shape == (10_000, 1, 40, 40)
-    assert elapsed < 2.0, f"{elapsed:.2f}s for 10,000 digits"
+    assert elapsed < 2.0, f"{elapsed:.2f}s CPU for 10,000 digits"
