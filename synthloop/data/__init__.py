@@ -1,5 +1,4 @@
-"""Built-in data: MNIST (``synthloop.data.mnist``), AffNIST-style sets (``synthloop.data.affnist``)
-and background sources (``synthloop.data.backgrounds``).
+"""Data: built-in sets (``mnist``, ``affnist``, ``backgrounds``) and dataset I/O.
 
 Import the submodules directly; this package imports nothing heavy by itself.
 """
