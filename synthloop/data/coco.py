@@ -407,6 +407,9 @@ def coco_json(images: list[ImageEntry], categories: list[Category], *, mask_form
             b = tuple(ann.bbox)
             if len(b) != 4 or not all(_is_num(v) for v in b) or b[2] < 0 or b[3] < 0:
                 raise InputError(f"bbox must be 4 finite numbers [x, y, w >= 0, h >= 0], got {ann.bbox!r}", file=_file, field=f"{aw}.bbox")
+            t = BBOX_TOLERANCE
+            if b[0] < -t or b[1] < -t or b[0] + b[2] > im.width + t or b[1] + b[3] > im.height + t:
+                raise InputError(f"bbox {list(b)} lies outside the {im.width}x{im.height} image", file=_file, field=f"{aw}.bbox")
             out: dict[str, Any] = {
                 "id": ids[i][j],
                 "image_id": int(im.id),
