@@ -72,13 +72,14 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must be (H, W), got shape {m.shape}")
-    up = cv2.resize((m > 0).astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys = []
-    for c in contours:
-        pts = (c.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0
-        polys.append([float(v) for v in pts.ravel()])
-    return polys
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if rows.size == 0:
+        return []
+    y0, x0 = int(rows[0]), int(cols[0])
+    crop = (m[y0 : int(rows[-1]) + 1, x0 : int(cols[-1]) + 1] > 0).astype(np.uint8)  # only the object's box is traced
+    up = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(2 * x0, 2 * y0))
+    return [((c.reshape(-1).astype(np.float64) + 0.5) / 2.0).tolist() for c in contours]
 
 
 def polygons_to_rle(polygons: list[list[float]], height: int, width: int) -> dict:
@@ -373,12 +374,18 @@ def _segmentation(ann: Annotation, mask_format: str) -> Any:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def coco_json(images: list[ImageEntry], categories: list[Category], *, mask_format: str = "rle", info: dict | None = None, _file: str | Path | None = None) -> dict:
+def coco_json(images: list[ImageEntry], categories: list[Category], *, mask_format: str = "rle", info: dict | None = None) -> dict:
     """The COCO instances document for ``images`` (validated; raises before anything is written).
 
     Box-only annotations are written without a ``segmentation`` key. ``area`` is the mask's pixel
-    count (``w * h`` for box-only), ``info`` gets ``synthloop_version``.
+    count (``w * h`` for box-only), ``info`` gets ``synthloop_version``. Annotation ids are kept
+    when they are all unique, else numbered.
     """
+    return _coco_doc(images, categories, mask_format, info, None)
+
+
+def _coco_doc(images: list[ImageEntry], categories: list[Category], mask_format: str, info: dict | None, file: str | Path | None) -> dict:
+    """:func:`coco_json`, with errors naming ``file`` (the file being written)."""
     from synthloop import __version__
 
     if mask_format not in MASK_FORMATS:
@@ -386,7 +393,7 @@ def coco_json(images: list[ImageEntry], categories: list[Category], *, mask_form
     cats_out, cat_ids = [], set()
     for i, c in enumerate(categories):
         if c.id in cat_ids:
-            raise InputError(f"duplicate category id {c.id}", file=_file, field=f"categories[{i}].id")
+            raise InputError(f"duplicate category id {c.id}", file=file, field=f"categories[{i}].id")
         cat_ids.add(c.id)
         cats_out.append({"id": int(c.id), "name": str(c.name), "supercategory": str(c.supercategory)})
     ids = _annotation_ids(images)
@@ -394,22 +401,22 @@ def coco_json(images: list[ImageEntry], categories: list[Category], *, mask_form
     for i, im in enumerate(images):
         where = f"images[{i}]"
         if im.id in image_ids:
-            raise InputError(f"duplicate image id {im.id}", file=_file, field=f"{where}.id")
+            raise InputError(f"duplicate image id {im.id}", file=file, field=f"{where}.id")
         image_ids.add(im.id)
         entry: dict[str, Any] = {"id": int(im.id), "file_name": str(im.file_name).replace("\\", "/"), "width": int(im.width), "height": int(im.height)}
         if im.attributes:
-            entry["attributes"] = jsonable(im.attributes, f"{where}.attributes", _file)
+            entry["attributes"] = jsonable(im.attributes, f"{where}.attributes", file)
         images_out.append(entry)
         for j, ann in enumerate(im.annotations):
             aw = f"{where}.annotations[{j}]"
             if ann.category_id not in cat_ids:
-                raise InputError(f"category_id {ann.category_id} is not the id of any category", file=_file, field=f"{aw}.category_id")
+                raise InputError(f"category_id {ann.category_id} is not the id of any category", file=file, field=f"{aw}.category_id")
             b = tuple(ann.bbox)
             if len(b) != 4 or not all(_is_num(v) for v in b) or b[2] < 0 or b[3] < 0:
-                raise InputError(f"bbox must be 4 finite numbers [x, y, w >= 0, h >= 0], got {ann.bbox!r}", file=_file, field=f"{aw}.bbox")
+                raise InputError(f"bbox must be 4 finite numbers [x, y, w >= 0, h >= 0], got {ann.bbox!r}", file=file, field=f"{aw}.bbox")
             t = BBOX_TOLERANCE
             if b[0] < -t or b[1] < -t or b[0] + b[2] > im.width + t or b[1] + b[3] > im.height + t:
-                raise InputError(f"bbox {list(b)} lies outside the {im.width}x{im.height} image", file=_file, field=f"{aw}.bbox")
+                raise InputError(f"bbox {list(b)} lies outside the {im.width}x{im.height} image", file=file, field=f"{aw}.bbox")
             out: dict[str, Any] = {
                 "id": ids[i][j],
                 "image_id": int(im.id),
@@ -420,19 +427,19 @@ def coco_json(images: list[ImageEntry], categories: list[Category], *, mask_form
             }
             if ann.has_mask:
                 if ann.mask_shape != (int(im.height), int(im.width)):
-                    raise InputError(f"mask is {ann.mask_shape} (H, W), the image is ({im.height}, {im.width})", file=_file, field=f"{aw}.mask")
+                    raise InputError(f"mask is {ann.mask_shape} (H, W), the image is ({im.height}, {im.width})", file=file, field=f"{aw}.mask")
                 out["segmentation"] = _segmentation(ann, mask_format)
             if ann.attributes:
-                out["attributes"] = jsonable(ann.attributes, f"{aw}.attributes", _file)
+                out["attributes"] = jsonable(ann.attributes, f"{aw}.attributes", file)
             anns_out.append(out)
-    info_out = jsonable(dict(info or {}), "info", _file)
+    info_out = jsonable(dict(info or {}), "info", file)
     info_out["synthloop_version"] = __version__
     return {"info": info_out, "licenses": [], "images": images_out, "annotations": anns_out, "categories": cats_out}
 
 
 def write_coco_json(path: str | Path, images: list[ImageEntry], categories: list[Category], *, mask_format: str = "rle", info: dict | None = None) -> None:
     """Validate and atomically write a COCO instances JSON file (see :func:`coco_json`)."""
-    doc = coco_json(images, categories, mask_format=mask_format, info=info, _file=path)
+    doc = _coco_doc(images, categories, mask_format, info, path)
     atomic_write_json(path, doc, indent=None)
 
 
@@ -458,7 +465,7 @@ def write_coco(dataset: Dataset, out_dir: str | Path, *, mask_format: str = "rle
         prefix = root.relative_to(out).as_posix() if root.is_relative_to(out) else "."
         targets = {im.file_name: im.file_name if prefix == "." else f"{prefix}/{im.file_name}" for im in dataset.images}
     entries = [replace(im, file_name=targets[im.file_name]) for im in dataset.images]
-    doc = coco_json(entries, dataset.categories, mask_format=mask_format, info=dataset.info, _file=ann_file)
+    doc = _coco_doc(entries, dataset.categories, mask_format, dataset.info, ann_file)
     with staged_dir(out_dir) as stage:
         if copy_images:
             done: set[str] = set()

@@ -76,8 +76,8 @@ def _label_rel(image_rel: str) -> str:
     return str(PurePosixPath(*parts).with_suffix(".txt"))
 
 
-def _fmt(values: list[float]) -> str:
-    return " ".join(f"{min(max(v, 0.0), 1.0):.6f}" for v in values)
+def _fmt(values: list[float] | np.ndarray) -> str:
+    return " ".join(map("{:.6f}".format, np.clip(np.asarray(values, np.float64), 0.0, 1.0).tolist()))
 
 
 def write_yolo(dataset: Dataset, out_dir: str | Path) -> Path:
@@ -119,9 +119,8 @@ def write_yolo(dataset: Dataset, out_dir: str | Path) -> Path:
                 if not polys:
                     skipped["empty mask"] += 1
                     continue
-                flat = merge_polygons(polys)
-                norm = [v / (W if k % 2 == 0 else H) for k, v in enumerate(flat)]
-                lines.append(f"{cls} {_fmt(norm)}")
+                norm = np.asarray(merge_polygons(polys)).reshape(-1, 2) / (W, H)
+                lines.append(f"{cls} {_fmt(norm.ravel())}")
             else:
                 x, y, w, h = (float(v) for v in ann.bbox)
                 if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
