@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from functional_helpers import rand, tol
+from functional_helpers import gradcheck, rand, tol
 
 from synthloop.functional import (
     AFFINE_PARAM_NAMES,
@@ -92,7 +92,7 @@ def test_rotation_90_is_counter_clockwise_like_rot90(device, dtype, gen):
     one_hot = torch.zeros(1, 1, 8, 8, dtype=dtype, device=device)
     one_hot[0, 0, 0, 7] = 1.0
     moved = warp(one_hot, p[:1], (8, 8))
-    assert moved[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert moved[0, 0, 0, 0].item() == pytest.approx(1.0, abs=1e-5)
     right = affine_matrix(p[:1], (8, 8), (8, 8))[0, :2, :2] @ torch.tensor([1.0, 0.0], dtype=dtype, device=device)
     torch.testing.assert_close(right, torch.tensor([0.0, -1.0], dtype=dtype, device=device), atol=1e-6, rtol=0)
 
@@ -187,7 +187,7 @@ def test_gradcheck_image_and_params(device):
     img = rand(1, 1, 6, 6, gen=gen, dtype=torch.float64, device=device).requires_grad_()
     # generic placement: no sample point sits on a pixel boundary (bilinear kinks)
     p = params([17.0, 0.3, -0.2, 0.1, 1.1, 0.9], dtype=torch.float64, device=device).requires_grad_()
-    assert torch.autograd.gradcheck(lambda i, q: warp(i, q, (7, 7)), (img, p))
+    assert gradcheck(lambda i, q: warp(i, q, (7, 7)), (img, p))
 
 
 def test_gradcheck_window(device):
@@ -196,7 +196,7 @@ def test_gradcheck_window(device):
     p = params([-23.0, 0.7, 0.4, -0.15, 0.8, 1.2], [41.0, -0.6, 0.2, 0.05, 1.3, 0.7], dtype=torch.float64, device=device)
     p.requires_grad_()
     offset = torch.tensor([[1, 2], [2, 1]], device=device)
-    assert torch.autograd.gradcheck(lambda i, q: warp(i, q, (9, 9), dst_offset=offset, window=(5, 6)), (img, p))
+    assert gradcheck(lambda i, q: warp(i, q, (9, 9), dst_offset=offset, window=(5, 6)), (img, p))
 
 
 @pytest.mark.parametrize(
