@@ -244,6 +244,21 @@ class _Reader:
         return (x, y, w, h)
 
 
+def find_coco_json(src: str | Path) -> Path:
+    """``src`` itself when it is a file; in a folder, its ``annotations.json`` or its only ``.json`` file."""
+    src = Path(src)
+    if src.is_file():
+        return src
+    if not src.is_dir():
+        raise InputError("annotation file not found", file=src)
+    if (src / ANNOTATIONS_FILE).is_file():
+        return src / ANNOTATIONS_FILE
+    found = sorted(src.glob("*.json"))
+    if len(found) != 1:
+        raise InputError(f"expected {ANNOTATIONS_FILE} or a single .json file in the folder, found {len(found)} .json files", file=src)
+    return found[0]
+
+
 def _load_json(path: Path) -> Any:
     if not path.is_file():
         raise InputError("annotation file not found", file=path)
@@ -260,7 +275,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, *, ch
     """Read and validate a COCO instances JSON file.
 
     Args:
-        json_path: the annotation file.
+        json_path: the annotation file (or a folder holding ``annotations.json``, see :func:`find_coco_json`).
         image_root: folder the ``file_name`` entries are relative to (default: the JSON's folder).
         check_images: also check that every image file exists and that its header size matches
             ``width``/``height`` (reads headers only).
@@ -271,7 +286,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, *, ch
             missing required fields, duplicate or unknown ids, a ``file_name`` that is absolute or
             leaves the image folder, a segmentation of the wrong size, a box outside its image.
     """
-    json_path = Path(json_path)
+    json_path = find_coco_json(json_path)
     r = _Reader(json_path)
     data = r.dict_(_load_json(json_path), "<root>")
     root = Path(image_root) if image_root is not None else json_path.parent

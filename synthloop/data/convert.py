@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from synthloop.data._io import make_temp_sibling
-from synthloop.data.coco import ANNOTATIONS_FILE, read_coco, write_coco
+from synthloop.data.coco import read_coco, write_coco
 from synthloop.data.dataset import Dataset
 from synthloop.data.images import DEFAULT_MAX_PIXELS, load_image
 from synthloop.data.voc import read_voc, write_voc
@@ -16,19 +16,6 @@ from synthloop.data.yolo import read_yolo, write_yolo
 from synthloop.errors import InputError
 
 FORMATS = ("coco", "yolo", "voc")
-
-
-def _coco_json_in(src: Path) -> Path:
-    if src.is_file():
-        return src
-    if not src.is_dir():
-        raise InputError("dataset not found", file=src)
-    if (src / ANNOTATIONS_FILE).is_file():
-        return src / ANNOTATIONS_FILE
-    found = sorted(src.glob("*.json"))
-    if len(found) != 1:
-        raise InputError(f"expected {ANNOTATIONS_FILE} or a single .json file in the folder, found {len(found)} .json files", file=src)
-    return found[0]
 
 
 def read_dataset(src: str | Path, fmt: str, *, image_root: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
@@ -39,7 +26,7 @@ def read_dataset(src: str | Path, fmt: str, *, image_root: str | Path | None = N
     """
     src = Path(src)
     if fmt == "coco":
-        return read_coco(_coco_json_in(src), image_root, check_images=True, max_pixels=max_pixels)
+        return read_coco(src, image_root, check_images=True, max_pixels=max_pixels)
     if image_root is not None:
         raise InputError("image_root only applies to COCO input", field="image_root")
     if fmt == "yolo":

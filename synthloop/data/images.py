@@ -131,7 +131,7 @@ def safe_join(root: str | Path, file_name: str, *, file: str | Path | None = Non
         raise InputError(f"file name {file_name!r} is an absolute path; it must be relative to the dataset folder", file=file, field=field)
     if ".." in posix.parts:
         raise InputError(f"file name {file_name!r} escapes the dataset folder", file=file, field=field)
-    return Path(root) / file_name
+    return Path(root).joinpath(*posix.parts)
 
 
 def _to_bgr(arr: np.ndarray) -> np.ndarray:

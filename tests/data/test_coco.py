@@ -127,6 +127,18 @@ def test_written_file_loads_in_pycocotools_and_evaluates(tmp_path, mask_format):
         assert ev.stats[0] == pytest.approx(1.0, abs=1e-6), iou_type
 
 
+def test_box_only_dataset_evaluates_in_pycocotools(tmp_path):
+    ds = make_blob_dataset(tmp_path / "src", n_images=3, masks=False)
+    ann_file = write_coco(ds, tmp_path / "out", mask_format="polygon")
+    assert all("segmentation" not in a for a in json.loads(ann_file.read_text())["annotations"])
+    gt = _quiet(COCO, str(ann_file))
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0, "bbox": a["bbox"]} for a in gt.loadAnns(gt.getAnnIds())]
+    ev = COCOeval(gt, _quiet(gt.loadRes, dets), "bbox")
+    for step in (ev.evaluate, ev.accumulate, ev.summarize):
+        _quiet(step)
+    assert ev.stats[0] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_polygon_mode_keeps_polygons_that_were_read(tmp_path):
     poly = [[2.0, 2.0, 20.5, 3.0, 11.0, 15.25]]
     doc = _doc()

@@ -121,3 +121,4 @@ def test_safe_join_refuses(tmp_path, name):
 def test_safe_join_accepts_relative_names(tmp_path):
     assert safe_join(tmp_path, "a/b.jpg") == tmp_path / "a" / "b.jpg"
     assert safe_join(tmp_path, "./a..b.jpg") == tmp_path / "a..b.jpg"
+    assert safe_join(tmp_path, "imgs\\x.jpg") == tmp_path / "imgs" / "x.jpg"  # written on Windows
