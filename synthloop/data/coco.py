@@ -227,6 +227,10 @@ class _Reader:
                     raise self.fail("a polygon must be a list of numbers [x1, y1, x2, y2, ...]", f"{where}[{k}]")
                 if len(poly) < 6 or len(poly) % 2:
                     raise self.fail(f"a polygon needs an even number (>= 6) of coordinates, got {len(poly)}", f"{where}[{k}]")
+                xs, ys = poly[0::2], poly[1::2]
+                t = BBOX_TOLERANCE
+                if min(xs) < -t or min(ys) < -t or max(xs) > width + t or max(ys) > height + t:
+                    raise self.fail(f"polygon reaches outside the {width}x{height} image", f"{where}[{k}]")
                 polys.append([float(v) for v in poly])
             return polygons_to_rle(polys, height, width), polys
         raise self.fail(f"segmentation must be a list of polygons or an RLE object, got {type(seg).__name__}", where)

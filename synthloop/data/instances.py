@@ -284,6 +284,8 @@ class InstanceBank:
                 if wanted is not None and ann.category_id not in wanted:
                     continue
                 sid = f"coco:{ann.id}" if ann.id is not None else f"coco:image{entry.id}/{j}"
+                if ann.category_id not in names:
+                    raise InputError(f"category_id {ann.category_id} is not the id of any category", file=source, field=f"images[{i}].annotations[{j}].category_id")
                 picked = cls._check(ann, sid, entry, cfg, report, source)
                 if picked is not None:
                     todo.append((ann, sid, *picked))
@@ -305,11 +307,22 @@ class InstanceBank:
                 rgb, alpha, offset = _cut(img, a, box, cfg)
                 instances.append(
                     Instance(
-                        rgb, alpha, ann.category_id, names[ann.category_id], source, sid,
-                        str(dataset.root), entry.file_name, entry.id, (entry.height, entry.width), offset,
-                        tuple(float(v) for v in ann.bbox), rle is not None, ann.id,
+                        rgb=rgb,
+                        alpha=alpha,
+                        category_id=ann.category_id,
+                        category_name=names[ann.category_id],
+                        source=source,
+                        source_id=sid,
+                        image_root=str(dataset.root),
+                        image_file=entry.file_name,
+                        image_id=entry.id,
+                        image_size=(entry.height, entry.width),
+                        offset=offset,
+                        bbox=tuple(float(v) for v in ann.bbox),
+                        has_mask=rle is not None,
+                        annotation_id=ann.id,
                     )
-                )  # fmt: skip
+                )
         report.kept = len(instances)
         if report.box_only:
             warnings.warn(
@@ -385,7 +398,7 @@ class InstanceBank:
             rgb, a, offset = _cut(np.ascontiguousarray(rgba[..., :3]), alpha[y0:y1, x0:x1], box, cfg)
             cat = cat_of[f]
             H, W = on.shape
-            instances.append(Instance(rgb, a, cat.id, cat.name, str(root), sid, str(root), rel, k, (H, W), offset, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
+            instances.append(_folder_instance(rgb, a, cat, root, sid, rel, k, (H, W), offset, box))
         report.kept = len(instances)
         return cls(instances, cats, report)
 
@@ -422,9 +435,29 @@ class InstanceBank:
             rgb, a, offset = _cut(img, mask[y0:y1, x0:x1].astype(np.float32), box, cfg)
             cat = cat_of[f]
             H, W = mask.shape
-            instances.append(Instance(rgb, a, cat.id, cat.name, str(root), sid, str(root), rel, k, (H, W), offset, (float(x0), float(y0), float(x1 - x0), float(y1 - y0))))
+            instances.append(_folder_instance(rgb, a, cat, root, sid, rel, k, (H, W), offset, box))
         report.kept = len(instances)
         return cls(instances, cats, report)
+
+
+def _folder_instance(
+    rgb: np.ndarray, alpha: np.ndarray, cat: Category, root: Path, sid: str, rel: str, image_id: int, size: tuple[int, int], offset: tuple[int, int], box: tuple[int, int, int, int]
+) -> Instance:
+    x0, y0, x1, y1 = box
+    return Instance(
+        rgb=rgb,
+        alpha=alpha,
+        category_id=cat.id,
+        category_name=cat.name,
+        source=str(root),
+        source_id=sid,
+        image_root=str(root),
+        image_file=rel,
+        image_id=image_id,
+        image_size=size,
+        offset=offset,
+        bbox=(float(x0), float(y0), float(x1 - x0), float(y1 - y0)),
+    )
 
 
 def _image_files(root: Path) -> list[Path]:

@@ -227,6 +227,7 @@ BAD = [
     ("rle short counts", lambda d: d["annotations"][1]["segmentation"].update(counts="5220"), r"annotations\[1\]\.segmentation\.counts"),
     ("uncompressed wrong total", lambda d: d["annotations"][2]["segmentation"]["counts"].append(3), r"annotations\[2\]\.segmentation\.counts"),
     ("short polygon", lambda d: d["annotations"][0].update(segmentation=[[1, 2, 3, 4]]), r"annotations\[0\]\.segmentation\[0\]: a polygon needs"),
+    ("polygon outside", lambda d: d["annotations"][0].update(segmentation=[[8, 5, 45, 5, 20, 12]]), r"annotations\[0\]\.segmentation\[0\]: polygon reaches outside the 40x30"),
     ("bad segmentation", lambda d: d["annotations"][0].update(segmentation="x"), r"annotations\[0\]\.segmentation: segmentation must be"),
     ("bbox outside", lambda d: d["annotations"][3].update(bbox=[30, 1, 15, 5]), r"annotations\[3\]\.bbox: .*outside"),
     ("bbox negative", lambda d: d["annotations"][3].update(bbox=[-5, 1, 3, 5]), r"annotations\[3\]\.bbox: .*outside"),
