@@ -22,6 +22,7 @@ it; it is for dataset generation, not for the TERSE loops.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import cv2
@@ -51,28 +52,28 @@ def _mix(fg: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor) -> torch.Tenso
 
 
 @register_blend("none")
-def blend_none(fg, alpha, bg, **_):
+def blend_none(fg, alpha, bg):
     hard = (alpha > 0.5).to(fg.dtype)
     return _mix(fg, hard, bg)
 
 
 @register_blend("alpha")
-def blend_alpha(fg, alpha, bg, **_):
+def blend_alpha(fg, alpha, bg):
     return _mix(fg, alpha, bg)
 
 
 @register_blend("gaussian")
-def blend_gaussian(fg, alpha, bg, sigma: float | torch.Tensor = 2.0, **_):
+def blend_gaussian(fg, alpha, bg, sigma: float | torch.Tensor = 2.0):
     return _mix(fg, gaussian_blur(alpha, sigma), bg)
 
 
 @register_blend("box")
-def blend_box(fg, alpha, bg, kernel_size: int = 5, **_):
+def blend_box(fg, alpha, bg, kernel_size: int = 5):
     return _mix(fg, box_blur(alpha, kernel_size), bg)
 
 
 @register_blend("motion")
-def blend_motion(fg, alpha, bg, kernel_size: int = 7, angle: float | torch.Tensor = 0.0, direction: float | torch.Tensor = 0.0, **_):
+def blend_motion(fg, alpha, bg, kernel_size: int = 7, angle: float | torch.Tensor = 0.0, direction: float | torch.Tensor = 0.0):
     return _mix(fg, motion_blur(alpha, kernel_size, angle, direction), bg)
 
 
@@ -99,7 +100,7 @@ def _pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @register_blend("pyramid")
-def blend_pyramid(fg, alpha, bg, levels: int = 4, **_):
+def blend_pyramid(fg, alpha, bg, levels: int = 4):
     """Burt-Adelson Laplacian pyramid blend. The 5-tap binomial pyramid is written out here
     (a few lines) so reconstruction with our own ``_pyr_up`` is exact at every size."""
     g_f, g_b, g_a = fg, bg, alpha
@@ -123,7 +124,7 @@ _CLONE_FLAGS = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
 
 
 @register_blend("poisson")
-def blend_poisson(fg, alpha, bg, clone: str = "normal", **_):
+def blend_poisson(fg, alpha, bg, clone: str = "normal"):
     """OpenCV ``seamlessClone`` per image. NOT differentiable (the result is detached).
 
     The cloned region is computed in 8 bits (OpenCV); pixels outside the mask's bounding box are
@@ -183,4 +184,15 @@ def blend(fg: torch.Tensor, alpha: torch.Tensor, bg: torch.Tensor, mode: str = "
         raise ValueError(f"fg {tuple(fg.shape)} and bg {tuple(bg.shape)} must have the same shape")
     if alpha.ndim != 4 or alpha.shape[1] != 1 or alpha.shape[0] != fg.shape[0] or alpha.shape[-2:] != fg.shape[-2:]:
         raise ValueError(f"alpha must be (B, 1, H, W) matching fg {tuple(fg.shape)}, got {tuple(alpha.shape)}")
-    return _REGISTRY[mode](fg, alpha, bg, **options)
+    fn = _REGISTRY[mode]
+    allowed = blend_options(mode)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"blend mode {mode!r} takes options {list(allowed) or 'none'}; got unknown {unknown}")
+    return fn(fg, alpha, bg, **options)
+
+
+def blend_options(mode: str) -> tuple[str, ...]:
+    """Names of the options blend ``mode`` accepts."""
+    params = list(inspect.signature(_REGISTRY[mode]).parameters)
+    return tuple(params[3:])

@@ -247,3 +247,16 @@ def test_unknown_mode_lists_valid_modes():
 def test_shape_mismatch(fg_shape, alpha_shape, bg_shape, match, mode):
     with pytest.raises(ValueError, match=match):
         blend(torch.zeros(fg_shape), torch.zeros(alpha_shape), torch.zeros(bg_shape), mode)
+
+
+def test_unknown_blend_option_is_an_error():
+    import pytest as _pytest
+    import torch as _torch
+
+    from synthloop.functional.blend import blend as _blend, blend_options
+
+    x = _torch.rand(1, 3, 8, 8)
+    a = _torch.ones(1, 1, 8, 8)
+    assert blend_options("gaussian") == ("sigma",)
+    with _pytest.raises(ValueError, match="sigmaa"):
+        _blend(x, a, x, "gaussian", sigmaa=3.0)
