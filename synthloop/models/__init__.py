@@ -18,6 +18,7 @@ from synthloop.models.synthesizer import (
     to_color_params,
 )
 from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
+from synthloop.models.refiners import PixelDAGenerator, ResnetGenerator, SmallResNet  # noqa: F401  (registers them)
 from synthloop.models.targets import (
     ClassifierTarget,
     Target,

@@ -15,12 +15,16 @@ def _inputs(name, gen):
         "mnist_synthesizer": lambda: (torch.rand(b, 1, 40, 40, generator=gen),),
         "scene_synthesizer": lambda: (torch.rand(b, 4, 128, 128, generator=gen), torch.rand(b, 3, 128, 128, generator=gen)),
         "patch_discriminator": lambda: (torch.rand(b, 3, 64, 64, generator=gen),),
+        "resnet_generator": lambda: (torch.rand(b, 1, 28, 28, generator=gen),),
+        "pixelda_generator": lambda: (torch.rand(b, 1, 28, 28, generator=gen), torch.rand(b, 10, generator=gen) * 2 - 1),
+        "small_resnet": lambda: (torch.rand(b, 1, 28, 28, generator=gen),),
     }[name]()
 
 
 def test_expected_models_are_registered():
     assert list_models() == sorted(
         ["mnist_classifier", "mnist_classifier_deep", "mnist_synthesizer", "scene_synthesizer", "patch_discriminator"]
+        + ["resnet_generator", "pixelda_generator", "small_resnet"]
     )
 
 
