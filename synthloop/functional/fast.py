@@ -10,6 +10,7 @@ agree with the torch reference within interpolation rounding (OpenCV uses 1/32-p
 
 from __future__ import annotations
 
+import math
 
 import cv2
 import numpy as np
@@ -133,10 +134,77 @@ def blend_np(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, mode: str, optio
     return _mix(fg, feather(alpha, mode, options), bg)
 
 
+def blend_into(bg: np.ndarray, fg: np.ndarray, alpha: np.ndarray, mode: str, options: dict | None = None) -> None:
+    """:func:`blend_np` written into ``bg`` in place; ``bg`` may be a view of a larger canvas.
+
+    ``fg`` and ``bg`` are ``(h, w, C)`` float32 in [0, 1], ``alpha`` ``(h, w)``; the result is
+    clamped to [0, 1]. Mixing is ``bg + a * (fg - bg)`` (exact at a = 0 and a = 1) and a hard
+    paste (``"none"``) copies the foreground pixels unchanged, which is also what makes this
+    about 2-15x faster than computing a new window and copying it back.
+    """
+    options = options or {}
+    if mode == "none":
+        # cv2.copyTo writes through the view (NumPy's masked copyto is ~15x slower here)
+        out = cv2.copyTo(np.ascontiguousarray(fg), (alpha > 0.5).view(np.uint8), bg)
+        if not np.shares_memory(out, bg):  # OpenCV could not wrap ``bg`` and wrote a new array
+            bg[...] = out.reshape(bg.shape)
+        return
+    if mode in ("pyramid", "poisson"):
+        bg[...] = blend_np(np.ascontiguousarray(fg), np.ascontiguousarray(alpha), np.ascontiguousarray(bg), mode, options)
+        return
+    a = feather(np.ascontiguousarray(alpha), mode, options)
+    d = np.subtract(fg, bg)
+    d *= a[..., None]
+    np.add(bg, d, out=bg)
+    np.clip(bg, 0.0, 1.0, out=bg)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``uint8`` copy of a float image in [0, 1], rounded to nearest (``cv2.convertScaleAbs``: about
+    50x faster than NumPy's ``(x * 255 + 0.5).astype(np.uint8)`` on a 640x480 RGB image; values
+    outside [0, 1] saturate, except that negative ones are mirrored, so clamp first)."""
+    return cv2.convertScaleAbs(image, alpha=255.0)
+
+
+def affine_matrices(params: np.ndarray, src_sizes: np.ndarray, dst_size: tuple[int, int]) -> np.ndarray:
+    """NumPy :func:`~synthloop.functional.geometry.affine_matrix` for objects of different sizes.
+
+    ``params`` ``(N, 6)``, ``src_sizes`` ``(N, 2)`` rows of (h, w); returns float64 ``(N, 3, 3)``.
+    (The torch function takes one source size per batch and costs ~60 us per call in overhead,
+    which adds up to a large share of a scene's render time when called per object.)
+    """
+    p = np.asarray(params, dtype=np.float64).reshape(-1, 6)
+    hw = np.asarray(src_sizes, dtype=np.float64).reshape(-1, 2)
+    angle, tx, ty, shear, sx, sy = p.T
+    rad = angle * (math.pi / 180.0)
+    c, s = np.cos(rad), np.sin(rad)
+    l00, l01 = c * sx, (c * shear + s) * sy
+    l10, l11 = -s * sx, (-s * shear + c) * sy
+    cxs, cys = hw[:, 1] / 2.0, hw[:, 0] / 2.0
+    H, W = float(dst_size[0]), float(dst_size[1])
+    out = np.zeros((len(p), 3, 3))
+    out[:, 0] = np.stack([l00, l01, W / 2.0 + tx - (l00 * cxs + l01 * cys)], 1)
+    out[:, 1] = np.stack([l10, l11, H / 2.0 + ty - (l10 * cxs + l11 * cys)], 1)
+    out[:, 2, 2] = 1.0
+    return out
+
+
 def color_affine_np(rgb: np.ndarray, M: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Apply a per-pixel affine colour map ``M x + c`` to ``(h, w, 3)`` and clamp to [0, 1]."""
     T = np.concatenate([np.asarray(M, np.float32), np.asarray(c, np.float32).reshape(3, 1)], 1)
     return np.clip(cv2.transform(rgb, T), 0.0, 1.0)
 
 
-__all__ = ["blend_np", "color_affine_np", "feather", "motion_kernel", "pixel_matrix", "pyramid_blend", "poisson_blend", "warp_window"]
+__all__ = [
+    "affine_matrices",
+    "blend_into",
+    "blend_np",
+    "color_affine_np",
+    "feather",
+    "motion_kernel",
+    "pixel_matrix",
+    "poisson_blend",
+    "pyramid_blend",
+    "to_uint8",
+    "warp_window",
+]

@@ -1,0 +1,109 @@
+"""Built-in assets for demos and benchmarks: MNIST digits as coloured cut-outs, and the background bank.
+
+Each MNIST training digit becomes an RGBA cut-out: alpha is the digit's intensity and the colour
+is a flat tint drawn once per digit from a generator seeded with the run's asset seed, so the same
+seed always gives the same tinted digit. Digit ``d`` is category ``d + 1`` named ``"d"`` (COCO
+reserves nothing for 0, but many detectors treat label 0 as background).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from synthloop.data.dataset import Category
+from synthloop.errors import InputError
+from synthloop.utils.seeding import make_generator
+
+MNIST_CATEGORIES: list[Category] = [Category(d + 1, str(d), "digit") for d in range(10)]
+
+
+def random_tints(n: int, generator: torch.Generator) -> np.ndarray:
+    """``float32 (n, 3)`` vivid RGB colours: uniform hue, saturation in [0.6, 1], value in [0.75, 1]."""
+    u = torch.rand(n, 3, generator=generator, dtype=torch.float64).numpy()
+    hsv = np.stack([u[:, 0] * 360.0, 0.6 + 0.4 * u[:, 1], 0.75 + 0.25 * u[:, 2]], 1).astype(np.float32)
+    return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
+
+
+class MnistDigits:
+    """MNIST digits as tinted cut-outs; an instance source for the scene renderer.
+
+    Args:
+        images: ``uint8 (N, 28, 28)`` or float ``(N, 1, 28, 28)`` digits (white on black).
+        labels: ``(N,)`` digit labels 0..9.
+        tints: ``float32 (N, 3)`` colour of each cut-out.
+
+    ``arrays(i)`` is ``(rgb float32 (28, 28, 3), alpha float32 (28, 28))`` with rgb the flat tint;
+    digits are kept as ``uint8`` (50,000 digits = 39 MB) and converted on first use.
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, tints: np.ndarray):
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
+        images = np.asarray(images)
+        if images.ndim == 4:
+            images = images[:, 0]
+        if images.dtype != np.uint8:
+            images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+        labels = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
+        if images.ndim != 3 or len(images) != len(labels) or tints.shape != (len(labels), 3):
+            raise InputError(f"digits {images.shape}, labels {labels.shape} and tints {tints.shape} do not match", field="instances")
+        self.images = images
+        self.labels = labels
+        self.tints = np.asarray(tints, dtype=np.float32)
+        self.categories = list(MNIST_CATEGORIES)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def load(cls, seed: int, *, limit: int | None = None, split: str = "train") -> "MnistDigits":
+        """The MNIST ``split`` digits (the first ``limit`` of them) with tints drawn from ``seed``."""
+        from synthloop.data.mnist import load_mnist
+
+        images, labels = load_mnist(split)  # type: ignore[arg-type]
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        # the exact uint8 values: load_mnist gives x / 256 with x an integer
+        digits = (images[:, 0] * 256.0).round().clamp_(0, 255).to(torch.uint8).numpy()
+        return cls(digits, labels, random_tints(len(labels), make_generator(seed, "mnist-tints")))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def category_of(self, index: int) -> int:
+        return int(self.labels[index]) + 1
+
+    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb (28, 28, 3), alpha (28, 28))`` float32 in [0, 1] (cached)."""
+        hit = self._arrays.get(index)
+        if hit is None:
+            alpha = self.images[index].astype(np.float32) * np.float32(1.0 / 255.0)
+            rgb = np.empty(alpha.shape + (3,), np.float32)
+            rgb[:] = self.tints[index]
+            hit = (rgb, alpha)
+            self._arrays[index] = hit
+        return hit
+
+    def tensor(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rgb Tensor[3, 28, 28], alpha Tensor[1, 28, 28])``."""
+        rgb, alpha = self.arrays(index)
+        return torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(alpha)[None]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        return state
+
+
+BUILTIN_BACKGROUND_SOURCES: tuple[str, ...] = ("procedural", "photos")
+
+
+def builtin_backgrounds(**options: Any):
+    """The background bank of procedural textures and the photos bundled with installed packages
+    (falls back to procedural textures alone when no photo is installed)."""
+    from synthloop.data.backgrounds import BackgroundBank, builtin_photos
+
+    sources = list(BUILTIN_BACKGROUND_SOURCES) if builtin_photos() else ["procedural"]
+    return BackgroundBank(sources, **options)

@@ -1,0 +1,485 @@
+"""The paste job: sample scenes, render them, write images and COCO (+ YOLO/VOC) annotations.
+
+Output folder::
+
+    images/000000.jpg ...   one per scene (``000000_<mode>.jpg`` per blend mode with all_modes)
+    annotations.json        COCO, RLE masks, per-object visibility/truncation/occlusion, per-image params
+    params.jsonl            one line per image: id, file name, scene params
+    config.yaml             the resolved config (absolute paths)
+    run.json                seed, synthloop version, git commit, start/finish times
+    yolo/, voc/             when asked for in ``formats``
+
+Determinism: scene ``i`` is sampled from a generator seeded with ``derive_seed(seed, i)``, and
+rendering is a pure function of the params, so the output does not depend on the number of
+workers or on how often the job was interrupted.
+
+Resumability: a scene is one work unit. Its images are written atomically (temp file + rename);
+only then is one JSON line with everything needed for the annotations appended to the worker's
+own shard file in ``.work/``. ``--resume`` rereads the shards (a torn last line is ignored),
+skips the scenes already done and renders the rest; the final files are assembled from the
+shards, each written atomically, and ``.work/`` is removed last.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pycocotools import mask as mask_utils
+
+from synthloop.compose.params import SceneParams
+from synthloop.compose.render import render_scene
+from synthloop.compose.sampler import sample_blend
+from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
+from synthloop.data.images import encode_jpeg, encode_png
+from synthloop.errors import InputError
+from synthloop.functional.fast import to_uint8
+from synthloop.generate.assets import Assets, build_assets
+from synthloop.generate.config import PasteConfig, resolved_dict
+from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from synthloop.utils.seeding import derive_seed, make_generator
+
+WORK_DIR = ".work"
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+PARAMS_FILE = "params.jsonl"
+ANNOTATIONS_FILE = "annotations.json"
+IMAGES_DIR = "images"
+CATEGORIES_FILE = "categories.json"
+SHARD_PREFIX = "shard-"
+OUTPUTS = (IMAGES_DIR, ANNOTATIONS_FILE, PARAMS_FILE, CONFIG_FILE, RUN_FILE, "yolo", "voc", WORK_DIR)
+
+
+# ---------------------------------------------------------------------------------------------
+# one scene
+
+
+def scene_variants(cfg: PasteConfig, assets: Assets, index: int) -> list[tuple[str, SceneParams]]:
+    """The images of scene ``index``: ``[(file suffix, params)]`` (one per blend mode with
+    ``scene.blend.all_modes``, else one with an empty suffix)."""
+    seed = derive_seed(cfg.seed, index)
+    g = make_generator(cfg.seed, index)
+    params = assets.sample(cfg, g, seed)
+    if not cfg.scene.blend.all_modes:
+        return [("", params)]
+    return [(f"_{mode}", params.with_blend(sample_blend(cfg.scene.blend, g, mode))) for mode in cfg.scene.blend.modes]
+
+
+def images_per_scene(cfg: PasteConfig) -> int:
+    return len(cfg.scene.blend.modes) if cfg.scene.blend.all_modes else 1
+
+
+def encode_image(cfg: PasteConfig, image_u8: np.ndarray) -> bytes:
+    """The bytes written for a rendered ``uint8 (H, W, 3)`` image."""
+    return encode_png(image_u8) if cfg.image_format == "png" else encode_jpeg(image_u8, cfg.jpeg_quality)
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    # the renderer builds masks in Fortran order, which pycocotools encodes without a copy
+    rle = mask_utils.encode(np.asfortranarray(mask).view(np.uint8))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+def _blend_of(params: SceneParams) -> str | None:
+    """The blend mode of an image: the one all its pastes share, ``"mixed"``, or None (nothing pasted)."""
+    modes = {o.blend.mode for o in params.objects} | {a.blend.mode for a in params.artefacts}
+    return None if not modes else modes.pop() if len(modes) == 1 else "mixed"
+
+
+def render_record(cfg: PasteConfig, assets: Assets, index: int, out_dir: Path) -> dict[str, Any]:
+    """Render scene ``index``, write its image file(s) and return its shard record."""
+    ext = "png" if cfg.image_format == "png" else "jpg"
+    variants = scene_variants(cfg, assets, index)
+    images = []
+    for k, (suffix, params) in enumerate(variants):
+        result = render_scene(params, assets.instances, assets.backgrounds)
+        file_name = f"{IMAGES_DIR}/{index:06d}{suffix}.{ext}"
+        atomic_write_bytes(out_dir / file_name, encode_image(cfg, to_uint8(result.image)))
+        anns = []
+        for obj in result.labelled(cfg.scene.min_visibility):
+            x0, y0, x1, y1 = obj.box
+            anns.append(
+                {
+                    "category_id": int(obj.category_id),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "segmentation": _rle(obj.mask),
+                    "attributes": {"visibility": _r(obj.visibility), "truncation": _r(obj.truncation), "occlusion": _r(obj.occlusion), "instance": int(obj.instance)},
+                }
+            )
+        H, W = params.canvas
+        images.append(
+            {
+                "id": index * len(variants) + k,
+                "file_name": file_name,
+                "width": int(W),
+                "height": int(H),
+                "blend": _blend_of(params),
+                "params": params.to_dict(),
+                "annotations": anns,
+            }
+        )
+    return {"index": index, "images": images}
+
+
+# ---------------------------------------------------------------------------------------------
+# shards
+
+
+def read_shards(work: Path) -> dict[int, dict[str, Any]]:
+    """Every complete record in ``work/*.jsonl`` by scene index (first one wins; a torn or
+    unparsable line, which only a killed writer leaves as its last line, is skipped)."""
+    done: dict[int, dict[str, Any]] = {}
+    if not work.is_dir():
+        return done
+    for shard in sorted(work.glob(f"{SHARD_PREFIX}*.jsonl")):
+        with open(shard, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                done.setdefault(int(rec["index"]), rec)
+    return done
+
+
+class ShardWriter:
+    """Appends records to this process's own shard file, one flushed line per scene."""
+
+    def __init__(self, work: Path):
+        work.mkdir(parents=True, exist_ok=True)
+        self.path = work / f"{SHARD_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.jsonl"
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# workers
+
+
+@dataclass
+class _Worker:
+    cfg: PasteConfig
+    out_dir: Path
+    assets: Assets
+    shard: ShardWriter
+
+    def run(self, indices: list[int]) -> int:
+        n = 0
+        for i in indices:
+            rec = render_record(self.cfg, self.assets, i, self.out_dir)
+            self.shard.append(rec)
+            n += len(rec["images"])
+        return n
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_process() -> None:
+    """Per-process settings of a generation worker: one thread each, and keep freed memory."""
+    import cv2
+    import torch
+
+    from synthloop.utils.memory import keep_freed_memory
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    keep_freed_memory()
+
+
+def _start_worker(cfg: PasteConfig, out_dir: Path) -> _Worker:
+    assets = build_assets(cfg)
+    shard = ShardWriter(out_dir / WORK_DIR)
+    cats = out_dir / WORK_DIR / CATEGORIES_FILE
+    if not cats.is_file():
+        atomic_write_json(cats, [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in assets.categories])
+    return _Worker(cfg, out_dir, assets, shard)
+
+
+def _pool_init(cfg_data: dict[str, Any], out_dir: str) -> None:
+    global _WORKER
+    _init_process()
+    _WORKER = _start_worker(PasteConfig.model_validate(cfg_data), Path(out_dir))
+
+
+def _pool_run(indices: list[int]) -> int:
+    assert _WORKER is not None
+    return _WORKER.run(indices)
+
+
+def _mp_context():
+    methods = mp.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = mp.get_context("forkserver")
+        # the fork server imports torch & co once; every worker forks from it
+        ctx.set_forkserver_preload(["synthloop.generate.paste"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+
+
+@dataclass
+class PasteSummary:
+    out_dir: Path
+    scenes: int  # scenes in the job
+    images: int  # image files in the job
+    rendered: int  # images rendered by this call (the rest were done before a resume)
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.rendered / self.seconds if self.seconds > 0 else 0.0
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if a == b else [prefix or "<root>"]
+
+
+def _prepare(cfg: PasteConfig, out_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Check / clear the output folder. Returns the previous run.json when resuming, else None."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("output path exists and is not a folder", file=out_dir)
+    busy = out_dir.is_dir() and any(out_dir.iterdir())
+    if busy and resume:
+        cfg_file = out_dir / CONFIG_FILE
+        if not cfg_file.is_file():
+            raise InputError(f"cannot resume: no {CONFIG_FILE} here (not a paste output folder)", file=out_dir)
+        stored = yaml.safe_load(cfg_file.read_text())
+        diff = _diff_keys(stored, resolved_dict(cfg))
+        if diff:
+            raise InputError(f"cannot resume with a different config; differing keys: {', '.join(diff)}", file=cfg_file)
+        run_file = out_dir / RUN_FILE
+        return json.loads(run_file.read_text()) if run_file.is_file() else {}
+    if busy and not overwrite:
+        raise InputError("output folder is not empty; pass --resume to continue the job in it or --overwrite to replace it", file=out_dir)
+    if busy:
+        for name in OUTPUTS:
+            p = out_dir / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    return None
+
+
+def _remove_stray_temps(folder: Path) -> None:
+    """Temporary files a killed writer left behind (``.name.xxxx.tmp``)."""
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for k in range(0, len(items), size):
+        yield items[k : k + size]
+
+
+def run_paste(
+    cfg: PasteConfig,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    argv: list[str] | None = None,
+) -> PasteSummary:
+    """Run (or resume) a paste job into ``out_dir``.
+
+    Args:
+        workers: processes rendering in parallel (1 = in this process). The output is the same
+            for any number.
+        resume: continue the job already in ``out_dir`` (its config must equal ``cfg``).
+        overwrite: replace the outputs of a previous job in a non-empty ``out_dir``.
+        progress: called as ``progress(images_done, images_total)`` while images are written.
+        argv: the command line, recorded in ``run.json``.
+    Raises:
+        InputError: a non-empty ``out_dir`` without ``resume``/``overwrite``, a config that differs
+            from the stored one on resume, or bad assets.
+    """
+    if workers < 1:
+        raise InputError(f"need at least one worker, got {workers}", field="workers")
+    out_dir = Path(out_dir)
+    previous = _prepare(cfg, out_dir, resume=resume, overwrite=overwrite)
+    per_scene = images_per_scene(cfg)
+    total = cfg.num_images * per_scene
+    work = out_dir / WORK_DIR
+    if previous is not None and previous.get("finished") and (out_dir / ANNOTATIONS_FILE).is_file() and not work.exists():
+        if progress is not None:
+            progress(total, total)
+        return PasteSummary(out_dir, cfg.num_images, total, 0, 0.0)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
+    _remove_stray_temps(out_dir / IMAGES_DIR)
+    atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
+    from synthloop import __version__
+
+    run_info: dict[str, Any] = {
+        "seed": cfg.seed,
+        "synthloop_version": __version__,
+        "git_commit": _git_commit(),
+        "command": argv if argv is not None else sys.argv,
+        "workers": workers,
+        "started": (previous or {}).get("started") or _now(),
+        "resumed": [*(previous or {}).get("resumed", []), _now()] if previous is not None else [],
+        "finished": None,
+    }
+    atomic_write_json(out_dir / RUN_FILE, run_info)
+
+    done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
+    todo = [i for i in range(cfg.num_images) if i not in done]
+    count = len(done) * per_scene
+    if progress is not None:
+        progress(count, total)
+    t0 = time.perf_counter()
+    if todo:
+        if workers == 1:
+            count = _run_here(cfg, out_dir, todo, count, total, progress)
+        else:
+            count = _run_pool(cfg, out_dir, todo, workers, count, total, progress)
+    seconds = time.perf_counter() - t0
+
+    finalize(cfg, out_dir)
+    run_info["finished"] = _now()
+    run_info["images"] = total
+    atomic_write_json(out_dir / RUN_FILE, run_info)
+    return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)
+
+
+def _run_here(cfg: PasteConfig, out_dir: Path, todo: list[int], count: int, total: int, progress) -> int:
+    import cv2
+    import torch
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    worker = None
+    try:
+        worker = _start_worker(cfg, out_dir)
+        for i in todo:
+            count += worker.run([i])
+            if progress is not None:
+                progress(count, total)
+    finally:
+        if worker is not None:
+            worker.shard.close()
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+    return count
+
+
+def _run_pool(cfg: PasteConfig, out_dir: Path, todo: list[int], workers: int, count: int, total: int, progress) -> int:
+    ctx = _mp_context()
+    # small chunks at first and at the end keep every worker busy; interleaving is irrelevant to
+    # the output, which is assembled by index
+    size = max(1, min(cfg.chunk_size, len(todo) // (workers * 4) or 1))
+    with ctx.Pool(workers, initializer=_pool_init, initargs=(resolved_dict(cfg), str(out_dir))) as pool:
+        for n in pool.imap_unordered(_pool_run, list(_chunks(todo, size))):
+            count += n
+            if progress is not None:
+                progress(count, total)
+        pool.close()
+        pool.join()
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# assembly
+
+
+def _dataset(cfg: PasteConfig, out_dir: Path, records: list[dict[str, Any]], categories: list[Category]) -> Dataset:
+    images = []
+    for rec in records:
+        for im in rec["images"]:
+            anns = [
+                Annotation.from_rle(a["category_id"], tuple(a["bbox"]), {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode("ascii")}, attributes=a["attributes"])
+                for a in im["annotations"]
+            ]
+            attrs = {"scene": rec["index"], "seed": im["params"].get("seed"), "blend": im["blend"], "params": im["params"]}
+            images.append(ImageEntry(im["id"], im["file_name"], im["width"], im["height"], anns, attrs))
+    info = {"description": "synthloop paste", "seed": cfg.seed, "scenes": cfg.num_images}
+    return Dataset(root=out_dir, categories=categories, images=images, info=info)
+
+
+def finalize(cfg: PasteConfig, out_dir: Path) -> Dataset:
+    """Assemble ``annotations.json``, ``params.jsonl`` and YOLO/VOC from the shards (each file
+    atomically), then remove the shards."""
+    from synthloop.data.coco import write_coco_json
+
+    work = out_dir / WORK_DIR
+    done = read_shards(work)
+    missing = [i for i in range(cfg.num_images) if i not in done]
+    if missing:
+        raise InputError(f"{len(missing)} scenes are missing from the work shards (first: {missing[0]}); run again with --resume", file=work)
+    records = [done[i] for i in range(cfg.num_images)]
+    categories = _categories(cfg, work)
+    ds = _dataset(cfg, out_dir, records, categories)
+    write_coco_json(out_dir / ANNOTATIONS_FILE, ds.images, ds.categories, mask_format=cfg.mask_format, info=ds.info)
+    lines = (json.dumps({"id": im.id, "file_name": im.file_name, "params": im.attributes["params"]}, separators=(",", ":")) for im in ds.images)
+    atomic_write_text(out_dir / PARAMS_FILE, "".join(line + "\n" for line in lines))
+    if "yolo" in cfg.formats:
+        from synthloop.data.yolo import write_yolo
+
+        write_yolo(ds, out_dir / "yolo")
+    if "voc" in cfg.formats:
+        from synthloop.data.voc import write_voc
+
+        write_voc(ds, out_dir / "voc")
+    shutil.rmtree(work, ignore_errors=True)
+    return ds
+
+
+def _categories(cfg: PasteConfig, work: Path) -> list[Category]:
+    """The categories of the job's instance source, as a worker recorded them (or built again)."""
+    path = work / CATEGORIES_FILE
+    if path.is_file():
+        return [Category(int(c["id"]), str(c["name"]), str(c["supercategory"])) for c in json.loads(path.read_text())]
+    return build_assets(cfg).categories

@@ -1,0 +1,105 @@
+"""Re-render a written image from its stored params and check it is bit-identical.
+
+Rendering is a pure function of the params and the assets named in ``config.yaml``, so the
+re-render, encoded with the same settings, must reproduce the stored file byte for byte; for
+PNG output the stored pixels must also equal the raw render exactly. The labels are rebuilt too
+and compared with ``annotations.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from synthloop.compose.params import SceneParams
+from synthloop.compose.render import render_scene
+from synthloop.data.images import encode_png, load_image
+from synthloop.errors import InputError
+from synthloop.functional.fast import to_uint8
+from synthloop.generate.assets import build_assets
+from synthloop.generate.config import PasteConfig
+from synthloop.generate.paste import ANNOTATIONS_FILE, CONFIG_FILE, PARAMS_FILE, _rle, encode_image
+from synthloop.utils.atomic import atomic_write_bytes
+
+
+@dataclass
+class ReplayResult:
+    image_id: int
+    file_name: str
+    bytes_identical: bool  # the re-render, encoded with the job's settings, equals the stored file
+    pixels_identical: bool  # PNG: stored pixels == raw render; JPEG: decoded stored == decoded re-encode
+    labels_identical: bool | None  # boxes (and RLE masks) == annotations.json; None if not checked
+    max_abs_diff: int  # stored pixels vs the raw (unencoded) render, 0..255 (JPEG loss for JPEG)
+
+    @property
+    def identical(self) -> bool:
+        return self.bytes_identical and self.pixels_identical and self.labels_identical is not False
+
+
+def _find_params(out_dir: Path, image_id: int) -> tuple[str, dict]:
+    path = out_dir / PARAMS_FILE
+    if not path.is_file():
+        raise InputError(f"no {PARAMS_FILE}: not a finished paste output folder", file=out_dir)
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise InputError("not a JSON line", file=path, field=f"line {n}") from None
+            if rec.get("id") == image_id:
+                return rec["file_name"], rec["params"]
+    raise InputError(f"no image with id {image_id}", file=path, field="id")
+
+
+def _stored_labels(out_dir: Path, image_id: int) -> list[dict] | None:
+    path = out_dir / ANNOTATIONS_FILE
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return [a for a in doc.get("annotations", []) if a.get("image_id") == image_id]
+
+
+def replay_image(out_dir: str | Path, image_id: int, *, save_to: str | Path | None = None) -> ReplayResult:
+    """Re-render image ``image_id`` of the paste output ``out_dir`` and compare (see module doc).
+
+    ``save_to``: also write the re-render (raw, before JPEG encoding) there as PNG.
+    """
+    out_dir = Path(out_dir)
+    cfg_path = out_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise InputError(f"no {CONFIG_FILE}: not a paste output folder", file=out_dir)
+    cfg = PasteConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
+    file_name, params = _find_params(out_dir, int(image_id))
+    assets = build_assets(cfg)
+    result = render_scene(SceneParams.from_dict(params), assets.instances, assets.backgrounds)
+    raw = to_uint8(result.image)
+    stored_path = out_dir / file_name
+    if not stored_path.is_file():
+        raise InputError("image file is missing", file=stored_path)
+    data = encode_image(cfg, raw)
+    stored = stored_path.read_bytes()
+    stored_px = load_image(stored_path, mode="RGB")
+    if cfg.image_format == "png":
+        pixels_same = bool(np.array_equal(stored_px, raw))
+    else:
+        fresh_px = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        pixels_same = bool(np.array_equal(stored_px, fresh_px))
+    labels = _stored_labels(out_dir, int(image_id))
+    labels_same = None
+    if labels is not None:
+        fresh = result.labelled(cfg.scene.min_visibility)
+        labels_same = len(fresh) == len(labels)
+        for obj, ann in zip(fresh, labels):
+            x0, y0, x1, y1 = obj.box
+            labels_same &= ann["category_id"] == obj.category_id and np.allclose(ann["bbox"], [x0, y0, x1 - x0, y1 - y0])
+            if cfg.mask_format == "rle":
+                labels_same &= ann["segmentation"] == _rle(obj.mask)
+    if save_to is not None:
+        atomic_write_bytes(save_to, encode_png(raw))
+    diff = int(np.abs(stored_px.astype(np.int16) - raw.astype(np.int16)).max()) if stored_px.shape == raw.shape else 255
+    return ReplayResult(int(image_id), file_name, data == stored, pixels_same, labels_same, diff)
