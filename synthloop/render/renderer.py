@@ -1,0 +1,325 @@
+"""The glyph renderer: config, :class:`Renderer` (sample / apply / render), and dataset writing.
+
+``Renderer(config)`` rasterises its glyphs once (see :mod:`synthloop.render.glyphs`), then renders
+batches in torch: ``sample(n, generator)`` draws :class:`~synthloop.render.variations.RenderParams`,
+``apply(params)`` turns them into images, labels and masks, and ``to_records`` / ``from_records``
+round-trip params through JSON bit-exactly.
+
+:func:`write_dataset` renders ``count`` images into a folder that is at once an image-folder
+dataset (``images/<class>/<id>.png``, readable by ``torchvision.datasets.ImageFolder``) and a COCO
+instances dataset (``annotations.json``, one annotation per image with the visible glyph's RLE
+mask), with ``params.jsonl`` (every image's params), the resolved ``config.yaml`` and ``run.json``
+(seed, version, commit). The folder appears only when everything was written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pydantic import Field, field_validator
+
+from synthloop.config import Config
+from synthloop.data._io import make_temp_sibling
+from synthloop.data.coco import mask_bbox, write_coco_json
+from synthloop.data.dataset import Annotation, Category, ImageEntry
+from synthloop.data.images import encode_png
+from synthloop.errors import InputError
+from synthloop.render.glyphs import GlyphSet, find_fonts, safe_class_name
+from synthloop.render.variations import (
+    PhotoSource,
+    Rendered,
+    RenderParams,
+    Stage,
+    VariationConfig,
+    apply,
+    params_from_records,
+    params_to_records,
+    sample_params,
+)
+from synthloop.utils.atomic import atomic_write_json, atomic_write_text
+from synthloop.utils.seeding import make_generator
+
+TILE_FILL = 0.75
+"""Fraction of a glyph tile its longer side spans (the margin leaves room for thicker strokes)."""
+TILE_OVERSAMPLE = 1.5
+"""Glyph tile pixels per output sample at the nominal glyph size."""
+
+
+class ShapeConfig(Config):
+    """An extra class drawn from an image: its alpha channel (or the image as a mask)."""
+
+    name: str = Field(min_length=1)
+    file: str
+
+
+class OutputConfig(Config):
+    coco: bool = True  # also write annotations.json next to the class folders
+    masks: bool = False  # also write masks/<class>/<id>.png (visible glyph, 0/255)
+
+
+class RenderConfig(VariationConfig):
+    """Everything ``synthloop render`` needs: what to draw, how large, and the latent variations."""
+
+    count: int = Field(1000, ge=1, description="images to write")
+    seed: int = 0
+    batch_size: int = Field(512, ge=1)
+    size: tuple[int, int] = Field((28, 28), description="output (H, W); an int means square")
+    channels: Literal[1, 3] = 1
+    glyph_size: float = Field(20.0 / 28.0, gt=0.0, le=2.0, description="glyph's longer side as a fraction of min(H, W)")
+    supersample: int = Field(1, ge=1, le=8)
+    fonts: list[str] = Field(default_factory=list, description="font files or folders; empty = matplotlib's bundled fonts")
+    chars: str = "0123456789"
+    shapes: list[ShapeConfig] = Field(default_factory=list)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _square(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) else v
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 4:
+            raise ValueError(f"size must be at least 4x4, got {v}")
+        return v
+
+
+@dataclass
+class RenderBatch:
+    """A rendered batch.
+
+    Attributes:
+        image: ``Tensor[B, C, H, W]`` in [0, 1].
+        label: ``Tensor[B]`` long.
+        mask: ``Tensor[B, 1, H, W]`` visible glyph coverage in [0, 1] (after occluders and crop).
+        amodal: ``Tensor[B, 1, H, W]`` glyph coverage without occluders.
+        params: the :class:`RenderParams` that replay the batch.
+    """
+
+    image: torch.Tensor
+    label: torch.Tensor
+    mask: torch.Tensor
+    amodal: torch.Tensor
+    params: RenderParams
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    @property
+    def visibility(self) -> torch.Tensor:
+        """``Tensor[B]``: visible share of each glyph's coverage (1 = unoccluded, uncropped)."""
+        full = self.amodal.sum(dim=(1, 2, 3))
+        return torch.where(full > 0, self.mask.sum(dim=(1, 2, 3)) / full.clamp_min(1e-12), torch.zeros_like(full))
+
+
+class Renderer:
+    """Batched glyph renderer with MrGAN's latent variations.
+
+    Args:
+        config: a :class:`RenderConfig` (defaults: MNIST-like 28x28 grey digits from the bundled
+            fonts, every variation on).
+    Raises:
+        InputError: unreadable or missing fonts, an empty font folder, unusable shapes or photos.
+    """
+
+    def __init__(self, config: RenderConfig | None = None):
+        self.config = cfg = config or RenderConfig()
+        fonts = find_fonts(cfg.fonts, cfg.chars) if cfg.chars else []
+        self.glyphs = GlyphSet(fonts, cfg.chars, [(s.name, s.file) for s in cfg.shapes])
+        self.photos = PhotoSource(cfg.background.photo_sources, cfg.background.photo_scale) if cfg.uses_photos else None
+        H, W = cfg.size
+        samples = cfg.glyph_size * min(H, W) * cfg.supersample
+        tile = max(16, 4 * math.ceil(samples * TILE_OVERSAMPLE / TILE_FILL / 4))
+        self.stage = Stage(self.glyphs.atlas(tile, TILE_FILL), TILE_FILL, (H, W), cfg.glyph_size, cfg.supersample)
+        self._glyph_labels = self.glyphs.labels
+        self._keys = [g.key for g in self.glyphs.glyphs]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.glyphs.classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.glyphs.num_classes
+
+    def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | Sequence[int] | None = None) -> RenderParams:
+        """Draw the params of ``n`` renders (class-balanced labels unless ``labels`` are given)."""
+        return sample_params(
+            self.config,
+            n,
+            generator,
+            glyph_labels=self._glyph_labels,
+            num_classes=self.num_classes,
+            channels=self.config.channels,
+            size=self.config.size,
+            photos=self.photos,
+            labels=labels,
+        )
+
+    def apply(self, params: RenderParams) -> RenderBatch:
+        """Render ``params`` (pure: the same params give bit-identical pixels)."""
+        if params.channels != self.config.channels:
+            raise InputError(f"params have {params.channels} colour channels, the renderer {self.config.channels}", field="channels")
+        if len(params) and int(params.glyph.max()) >= len(self.glyphs):
+            raise InputError(f"glyph index {int(params.glyph.max())} is out of range for {len(self.glyphs)} glyphs", field="glyph")
+        out: Rendered = apply(params, self.stage, self.photos)
+        return RenderBatch(image=out.image, label=params.label.clone(), mask=out.mask, amodal=out.amodal, params=params)
+
+    def render(self, n: int, generator: torch.Generator, labels: torch.Tensor | Sequence[int] | None = None) -> RenderBatch:
+        """``apply(sample(n, generator, labels))``."""
+        return self.apply(self.sample(n, generator, labels))
+
+    def to_records(self, params: RenderParams) -> list[dict[str, Any]]:
+        """One JSON-ready dict per sample (see :func:`~synthloop.render.variations.params_to_records`)."""
+        return params_to_records(params, self._keys)
+
+    def from_records(self, records: Sequence[dict[str, Any]]) -> RenderParams:
+        """Params from :meth:`to_records` output (``InputError`` naming the bad record and field)."""
+
+        def index(key: Any, where: str) -> int:
+            if not isinstance(key, dict):
+                raise InputError(f"expected a glyph mapping, got {key!r}", field=where)
+            return self.glyphs.index_of(key, field=where)
+
+        return params_from_records(records, index, self.config.channels, self.config)
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset writing
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``Tensor[B, C, H, W]`` in [0, 1] -> ``uint8 (B, H, W)`` (C = 1) or ``(B, H, W, 3)``."""
+    u8 = (x.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
+    u8 = u8[:, 0] if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1)
+    return np.ascontiguousarray(u8.numpy())
+
+
+def _git_commit() -> str | None:
+    """The commit of the source tree synthloop is imported from, if it is a git checkout."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = res.stdout.strip() if res.returncode == 0 else ""
+    return commit or None
+
+
+def _prepare_out(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("output path exists and is not a folder", file=out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise InputError("output folder is not empty (pass --overwrite to replace it)", file=out_dir)
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move the finished ``stage`` folder onto ``out_dir`` (replacing it) with renames only."""
+    old = None
+    if out_dir.exists():
+        if any(out_dir.iterdir()):
+            old = make_temp_sibling(out_dir, "old")
+            os.replace(out_dir, old)
+        else:
+            out_dir.rmdir()
+    os.replace(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_dataset(
+    config: RenderConfig,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Render ``config.count`` images into ``out_dir``.
+
+    Layout: ``images/<class>/<id>.png`` (``uint8`` grey or RGB), ``masks/<class>/<id>.png`` when
+    ``output.masks``, ``annotations.json`` (COCO; category id = label, name = class; one
+    annotation per image whose glyph is visible, with ``attributes.visibility``) when
+    ``output.coco``, ``params.jsonl`` (per image: ``id``, ``file_name``, ``label``, ``class``,
+    ``params``), ``config.yaml`` and ``run.json``.
+
+    Batch ``b`` draws from ``make_generator(seed, "render", b)``, so the same config (batch size
+    included) writes the same dataset. Everything is written into a hidden sibling folder that is
+    renamed onto ``out_dir`` at the end: a failed or interrupted run leaves ``out_dir`` untouched.
+
+    Args:
+        progress: called with ``(done, total)`` after each batch.
+    Returns:
+        The ``run.json`` contents.
+    """
+    from synthloop import __version__
+
+    out_dir = Path(out_dir)
+    _prepare_out(out_dir, overwrite)
+    t0 = time.perf_counter()
+    renderer = Renderer(config)
+    folders = [safe_class_name(c) for c in renderer.classes]
+    H, W = config.size
+    stage = make_temp_sibling(out_dir, "render")
+    try:
+        images: list[ImageEntry] = []
+        with open(stage / "params.jsonl", "w") as jsonl:
+            done = 0
+            for b in range(math.ceil(config.count / config.batch_size)):
+                m = min(config.batch_size, config.count - done)
+                params = renderer.sample(m, make_generator(config.seed, "render", b))
+                batch = renderer.apply(params)
+                pixels = _to_uint8(batch.image)
+                visible = (batch.mask[:, 0] >= 0.5).numpy()
+                visibility = batch.visibility.tolist()
+                for j, rec in enumerate(renderer.to_records(params)):
+                    idx, label = done + j, int(batch.label[j])
+                    rel = f"{folders[label]}/{idx:06d}.png"
+                    _write(stage / "images" / rel, encode_png(pixels[j]))
+                    if config.output.masks:
+                        _write(stage / "masks" / rel, encode_png(visible[j]))
+                    anns = []
+                    if visible[j].any():
+                        rle = mask_utils.encode(np.asfortranarray(visible[j], dtype=np.uint8))
+                        anns.append(Annotation.from_rle(label, mask_bbox(rle), rle, attributes={"visibility": round(visibility[j], 6)}))
+                    images.append(ImageEntry(idx, f"images/{rel}", W, H, anns))
+                    jsonl.write(json.dumps({"id": idx, "file_name": f"images/{rel}", "label": label, "class": renderer.classes[label], "params": rec}) + "\n")
+                done += m
+                if progress is not None:
+                    progress(done, config.count)
+        if config.output.coco:
+            categories = [Category(i, name, "glyph") for i, name in enumerate(renderer.classes)]
+            write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
+        atomic_write_text(stage / "config.yaml", config.to_yaml())
+        run = {
+            "command": "render",
+            "seed": config.seed,
+            "count": config.count,
+            "classes": renderer.classes,
+            "synthloop_version": __version__,
+            "commit": _git_commit(),
+            "torch_version": torch.__version__,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        atomic_write_json(stage / "run.json", run)
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return run
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
