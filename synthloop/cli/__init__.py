@@ -5,6 +5,7 @@ from synthloop.cli._app import app, main
 
 # subcommand modules register themselves on ``app`` when imported
 from synthloop.cli import data_cmds  # noqa: F401,E402
+from synthloop.cli import paste_cmds  # noqa: F401,E402
 from synthloop.cli import render_cmds  # noqa: F401,E402
 
 __all__ = ["app", "main"]
