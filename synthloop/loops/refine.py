@@ -1234,15 +1234,15 @@ def train_classifier(
 Trainer = CycleGANTrainer | MrGANTrainer | PixelDATrainer
 
 
-def save_checkpoint(path: str | Path, trainer: Trainer, config: Mapping[str, Any] | None = None) -> None:
+def save_refiner_checkpoint(path: str | Path, trainer: Trainer, config: Mapping[str, Any] | None = None) -> None:
     """Write ``trainer``'s full state (and the run's config) to ``path`` atomically."""
     payload = {"format": 1, "config": dict(config) if config is not None else None, "trainer": trainer.state_dict()}
     with atomic_open(path, "wb") as fh:
         torch.save(payload, fh)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors on the CPU).
+def read_refiner_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_refiner_checkpoint` (tensors on the CPU).
 
     Raises:
         InputError: missing or unreadable file.
@@ -1259,9 +1259,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | Path, trainer: Trainer) -> dict[str, Any]:
+def load_refiner_checkpoint(path: str | Path, trainer: Trainer) -> dict[str, Any]:
     """Restore ``trainer`` from ``path``; returns the checkpoint's config (or ``None``)."""
-    payload = read_checkpoint(path)
+    payload = read_refiner_checkpoint(path)
     try:
         trainer.load_state_dict(payload["trainer"])
     except InputError as e:
@@ -1427,7 +1427,7 @@ def run_refine(cfg: RefineConfig, out_dir: str | Path, *, resume: bool = False, 
     cfg_dict = cfg.to_dict()
 
     if resume:
-        saved = load_checkpoint(ckpt, trainer)
+        saved = load_refiner_checkpoint(ckpt, trainer)
         if saved is not None:
             diff = _diff_keys(_training_view(saved), _training_view(cfg_dict))
             if diff:
@@ -1450,7 +1450,7 @@ def run_refine(cfg: RefineConfig, out_dir: str | Path, *, resume: bool = False, 
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items() if "total" in k or k.endswith("batch_std"))
                 say(f"step {step}/{trainer.total_steps}: {shown}")
             if step % cfg.checkpoint_every == 0 or trainer.done:
-                save_checkpoint(ckpt, trainer, cfg_dict)
+                save_refiner_checkpoint(ckpt, trainer, cfg_dict)
                 _write_logs(out, trainer)
     except DivergenceError:
         _write_logs(out, trainer)

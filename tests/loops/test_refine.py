@@ -24,9 +24,9 @@ from synthloop.loops.refine import (
     PixelDATrainer,
     background_l1,
     foreground_hue_l1,
-    load_checkpoint,
+    load_refiner_checkpoint,
     masked_pmse,
-    save_checkpoint,
+    save_refiner_checkpoint,
 )
 
 SIZE = 28
@@ -235,9 +235,9 @@ def test_checkpoint_resume_matches_uninterrupted_run(domains, tmp_path, method):
 
     part = make()
     part.train(3)  # for MrGAN: stage 1 done, stage 2 one step in
-    save_checkpoint(tmp_path / "ckpt.pt", part, {"note": "test"})
+    save_refiner_checkpoint(tmp_path / "ckpt.pt", part, {"note": "test"})
     resumed = make()
-    assert load_checkpoint(tmp_path / "ckpt.pt", resumed) == {"note": "test"}
+    assert load_refiner_checkpoint(tmp_path / "ckpt.pt", resumed) == {"note": "test"}
     assert resumed.step == 3
     assert resumed.train() == expected[3:]
     assert resumed.history == full.history
@@ -255,13 +255,13 @@ def test_checkpoint_resume_matches_uninterrupted_run(domains, tmp_path, method):
 
 def test_checkpoint_of_another_method_is_rejected(domains, tmp_path):
     syn, real = domains
-    save_checkpoint(tmp_path / "c.pt", CycleGANTrainer(cyclegan_cfg(), syn, real))
+    save_refiner_checkpoint(tmp_path / "c.pt", CycleGANTrainer(cyclegan_cfg(), syn, real))
     with pytest.raises(InputError, match="method 'cyclegan'") as e:
-        load_checkpoint(tmp_path / "c.pt", PixelDATrainer(pixelda_cfg(), syn, real))
+        load_refiner_checkpoint(tmp_path / "c.pt", PixelDATrainer(pixelda_cfg(), syn, real))
     assert e.value.file == str(tmp_path / "c.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(InputError, match="not a readable checkpoint"):
-        load_checkpoint(tmp_path / "junk.pt", CycleGANTrainer(cyclegan_cfg(), syn, real))
+        load_refiner_checkpoint(tmp_path / "junk.pt", CycleGANTrainer(cyclegan_cfg(), syn, real))
 
 
 # ------------------------------------------------------------------------------------- pairing

@@ -1,0 +1,162 @@
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from synthloop.cli import app
+from synthloop.config import build_config
+from synthloop.loops import refine as refine_mod
+from synthloop.loops.refine import CycleGANTrainer, RefineConfig, run_refine
+
+runner = CliRunner()
+
+TINY = {"generator": {"base_channels": 4, "n_blocks": 1}, "discriminator": {"width": 0.0625}, "batch_size": 4}
+
+
+def _folder(root, classes, per_class, *, seed, masks_root=None):
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            img = rng.integers(0, 40, (28, 28), dtype=np.uint8)
+            m = np.zeros((28, 28), np.uint8)
+            m[4 + 4 * c : 14 + 4 * c, 6:20] = 255
+            img[m > 0] = 230
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / name / f"{name}_{i}.png")
+            if masks_root is not None:
+                (masks_root / name).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(m).save(masks_root / name / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path):
+    syn = _folder(tmp_path / "syn", ["one", "two"], 4, seed=0, masks_root=tmp_path / "syn_masks")
+    real = _folder(tmp_path / "real", ["one", "two"], 3, seed=1)
+    return tmp_path, syn, real
+
+
+def _config(tmp_path, syn, real, **extra):
+    cfg = {
+        "method": "cyclegan",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"synthetic": str(syn), "real": str(real), "synthetic_masks": str(tmp_path / "syn_masks")},
+        "cyclegan": {**TINY, "steps": 3},
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "evaluation": {"classifier_steps": 2, "batch_size": 4, "classifier": {"widths": [4, 8], "blocks_per_stage": 1}},
+    }
+    for key, value in extra.items():
+        cfg[key] = value
+    path = tmp_path / "refine.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_refine_command_end_to_end(data):
+    tmp_path, syn, real = data
+    cfg = _config(tmp_path, syn, real)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["refine", str(cfg), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "label preservation" in r.output and "step 3/3" in r.output
+    for name in ("config.yaml", "checkpoint.pt", "losses.json", "events.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    refined = sorted(p.relative_to(out / "refined").as_posix() for p in (out / "refined").rglob("*.png"))
+    assert refined == sorted(p.relative_to(syn).as_posix() for p in syn.rglob("*.png"))
+    assert Image.open(out / "refined" / "one" / "one_0.png").size == (28, 28)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["foreground_iou_from_masks"] is True
+    assert 0 <= metrics["label_preservation"] <= 1 and set(metrics["label_preservation_per_class"]) == {"one", "two"}
+    assert 0 <= metrics["foreground_iou"] <= 1
+    losses = json.loads((out / "losses.json").read_text())
+    assert [h["step"] for h in losses] == [1, 2, 3] and "bg_syn" in losses[0]
+
+    # the output folder is protected; resuming a finished run only rewrites the results
+    r = runner.invoke(app, ["refine", str(cfg), "--out", str(out)])
+    assert r.exit_code == 2 and "--resume" in r.output
+    r = runner.invoke(app, ["refine", str(cfg), "log_every=5", "--out", str(out), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "resumed cyclegan at step 3/3" in r.output
+    r = runner.invoke(app, ["refine", str(cfg), "cyclegan.lambda_cycle=5", "--out", str(out), "--resume"])
+    assert r.exit_code == 2 and "cyclegan.lambda_cycle" in r.output
+    r = runner.invoke(app, ["refine", str(cfg), "--out", str(tmp_path / "fresh"), "--resume"])
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+
+
+def test_interrupted_run_resumes_to_the_same_result(data, monkeypatch):
+    tmp_path, syn, real = data
+    cfg = build_config(RefineConfig, yaml.safe_load(_config(tmp_path, syn, real).read_text()), ["cyclegan.steps=5", "evaluation.enabled=false"])
+    run_refine(cfg, tmp_path / "straight")
+
+    original = CycleGANTrainer.train_step
+
+    def crash_at_step_4(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(CycleGANTrainer, "train_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_refine(cfg, tmp_path / "interrupted")
+    assert len(json.loads((tmp_path / "interrupted" / "losses.json").read_text())) == 2  # last checkpoint: step 2
+    monkeypatch.setattr(CycleGANTrainer, "train_step", original)
+    run_refine(cfg, tmp_path / "interrupted", resume=True)
+    a = (tmp_path / "straight" / "losses.json").read_text()
+    b = (tmp_path / "interrupted" / "losses.json").read_text()
+    assert a == b
+    for p in (tmp_path / "straight" / "refined").rglob("*.png"):
+        q = tmp_path / "interrupted" / "refined" / p.relative_to(tmp_path / "straight" / "refined")
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(q)))
+
+
+def test_mrgan_and_pixelda_through_the_command(data):
+    tmp_path, syn, real = data
+    stage = {**TINY, "steps": 1, "pretrain_g_steps": 1, "pretrain_d_steps": 0, "g_updates_per_step": 1}
+    cfg = _config(tmp_path, syn, real, method="mrgan", mrgan={"stage1": stage, "stage2": stage, "stage2_mode": "rr_rs"})
+    r = runner.invoke(app, ["refine", str(cfg), "--out", str(tmp_path / "mr")])
+    assert r.exit_code == 0, r.output
+    assert len(list((tmp_path / "mr" / "real_mapped").rglob("*.png"))) == 6
+    assert len(list((tmp_path / "mr" / "refined").rglob("*.png"))) == 8
+    pix = {"generator": {"base_channels": 4, "n_blocks": 1}, "discriminator": {"width": 0.0625}, "classifier": {"widths": [4], "blocks_per_stage": 1}, "batch_size": 4, "steps": 2}
+    cfg = _config(tmp_path, syn, real, method="pixelda", pixelda=pix)
+    r = runner.invoke(app, ["refine", str(cfg), "--out", str(tmp_path / "pix")])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "pix" / "metrics.json").read_text())
+    assert 0 <= metrics["pixelda_task_accuracy_real"] <= 1
+
+
+def test_bad_inputs_are_clear_errors(data):
+    tmp_path, syn, real = data
+    other = _folder(tmp_path / "other", ["one", "three"], 2, seed=2)
+    r = runner.invoke(app, ["refine", str(_config(tmp_path, syn, other)), "--out", str(tmp_path / "o1")])
+    assert r.exit_code == 2
+    assert "different class subfolders" in r.output and "two" in r.output and "three" in r.output
+    assert not (tmp_path / "o1").exists()  # nothing written for a run that could not start
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["refine", str(_config(tmp_path, syn, tmp_path / "empty")), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 2 and "real folder is empty" in r.output
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(real / "one" / "big.png")
+    r = runner.invoke(app, ["refine", str(_config(tmp_path, syn, real)), "--out", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "big.png" in r.output and "same size" in r.output
+    r = runner.invoke(app, ["refine", str(_config(tmp_path, syn, real, cyclegan={"stepz": 3})), "--out", str(tmp_path / "o4")])
+    assert r.exit_code == 2 and "stepz" in r.output
+
+
+def test_divergence_stops_the_command_and_is_recorded(data):
+    tmp_path, syn, real = data
+    cfg = _config(tmp_path, syn, real, divergence={"min_batch_std": 10.0})  # any batch counts as collapsed
+    out = tmp_path / "div"
+    r = runner.invoke(app, ["refine", str(cfg), "--out", str(out)])
+    assert r.exit_code == 2 and "mode collapse" in r.output
+    events = json.loads((out / "events.json").read_text())
+    assert [e["kind"] for e in events] == ["mode_collapse"] and events[0]["step"] == 0
+    assert not (out / "refined").exists()
+    r = runner.invoke(app, ["refine", str(cfg), "divergence.action=record", "--out", str(tmp_path / "div2")])
+    assert r.exit_code == 0, r.output
+    assert "1 divergence event(s)" in r.output
+    assert refine_mod.DivergenceConfig().action == "raise"
