@@ -1,0 +1,438 @@
+"""The TERSE AffNIST experiments (section 4.1): sample efficiency (Fig. 7) and error (Table 1).
+
+Both use the built-in MNIST (:mod:`synthloop.data.mnist`) padded to 40x40, and evaluate on an
+AffNIST-style test set: the 10,000 MNIST test digits under the random AffNIST recipe
+(:mod:`synthloop.data.affnist`) with a fixed seed.
+
+**Efficiency (Fig. 7).** A baseline :class:`~synthloop.models.MNISTClassifier` is trained on
+padded MNIST ("MNIST only"). Two copies are then fine-tuned in the same lock-step schedule:
+each step adds ``step_size`` samples to the training set (MNIST + everything added so far) and
+fine-tunes T; the *random* curve adds random AffNIST-recipe digits, the *TERSE* curve adds hard
+examples that the synthesizer S (trained in lock-step) produces against the current T. Same
+seeds, same fine-tuning schedule, same data order.
+
+**Error (Table 1).** :class:`~synthloop.models.MNISTClassifierDeep` on the 55,000 / 5,000 /
+10,000 split, trained on MNIST and then with the TERSE loop; the cycle with the lowest error on
+the AffNIST-style *validation* set (from the 5,000 validation digits) is selected and its error
+on the AffNIST-style *test* set (from the 10,000 test digits) is the reported number; its plain
+(padded, untransformed) MNIST test error is reported next to it.
+
+Budget knobs (epochs, steps, samples per step, real samples per epoch) are config fields; the
+defaults are budgeted for about 30-60 minutes on 2 CPU cores, with the paper's values noted on
+each field. Everything runs on ``device`` (``"cuda"`` works), data included.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from synthloop.config import Config
+from synthloop.data.affnist import make_affnist
+from synthloop.data.mnist import load_mnist, mnist_padded, mnist_split
+from synthloop.loops.cache import HardExampleCache
+from synthloop.loops.export import export_classifier
+from synthloop.loops.terse_classification import TerseClassificationConfig, TerseClassificationLoop
+from synthloop.loops.training import Progress, fit_classifier, scoped_rng, sgd, train_reference_classifier
+from synthloop.metrics.classification import accuracy
+from synthloop.metrics.hardness import HardnessHistogram, hardness_histogram, hardness_scores
+from synthloop.models.classifiers import MNISTClassifier, MNISTClassifierDeep
+from synthloop.utils.seeding import derive_seed, make_generator
+
+Curve = list[tuple[int, float]]
+
+
+def affnist_test_set(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """AffNIST-style versions ``Tensor[N, 1, 40, 40]`` of ``images`` ``Tensor[N, 1, 28|40, 28|40]``
+    drawn with the recipe from a generator derived from ``seed`` (the same seed gives the same set)."""
+    out, _ = make_affnist(images, make_generator(seed, "affnist-eval-set"))
+    return out
+
+
+def _subset(images: torch.Tensor, labels: torch.Tensor, n: int | None, seed: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is None or n >= images.shape[0]:
+        return images, labels
+    keep = torch.randperm(images.shape[0], generator=make_generator(seed, "subset", key))[:n]
+    keep = keep.sort().values
+    return images[keep], labels[keep]
+
+
+def samples_to_reach(curve: Curve, level: float) -> int | None:
+    """Fewest added samples at which ``curve`` (``[(added, acc), ...]``) reaches ``level``, or ``None``."""
+    for added, acc in sorted(curve):
+        if acc >= level:
+            return int(added)
+    return None
+
+
+def value_at(curve: Curve, added: int) -> float | None:
+    """Accuracy of ``curve`` at exactly ``added`` samples, or ``None`` if it has no such point."""
+    for x, y in curve:
+        if x == added:
+            return float(y)
+    return None
+
+
+# ---------------------------------------------------------------------------- efficiency (Fig. 7)
+
+
+class EfficiencyConfig(Config):
+    """Fig. 7 protocol. Defaults: the CPU budget (2 cores, ~30-60 min); paper values in descriptions."""
+
+    seed: int = 0
+    train_digits: int | None = Field(None, ge=10, description="MNIST train digits used (None = all 50,000; paper: all)")
+    test_digits: int | None = Field(None, ge=10, description="test digits in the AffNIST-style test set (None = all 10,000)")
+    base_epochs: int = Field(3, ge=1, description="baseline training on padded MNIST (paper: not stated)")
+    steps: int = Field(50, ge=1, description="additions per curve; 50 x 500 = 25K (paper's axis: to ~30K)")
+    terse_steps: int | None = Field(None, ge=1, description="additions on the TERSE curve (None = steps)")
+    step_size: int = Field(500, ge=10, description="samples added per step (paper: 500); a multiple of 10")
+    finetune_epochs: int = Field(1, ge=1, description="T epochs after each addition (paper: 30)")
+    finetune_real_per_epoch: int | None = Field(10_000, ge=1, description="MNIST digits drawn into each fine-tuning epoch (paper: all)")
+    batch_size: int = Field(64, ge=2, description="paper: 64")
+    lr: float = Field(1e-2, gt=0.0, description="SGD, paper 1e-2")
+    momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
+    s_batch_size: int = Field(1024, ge=2, description="paper: 1024")
+    s_lr: float = Field(1e-3, gt=0.0, description="paper: 1e-3")
+    s_max_steps: int = Field(50, ge=1, description="S batches per step at most (paper: until the cache is full)")
+    s_noise_dim: int = Field(0, ge=0, description="paper: 0")
+    hard_margin: float = Field(0.05, ge=0.0, description="paper: 0.05")
+    reference_epochs: int = Field(2, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
+    eval_batch_size: int = Field(2048, ge=1)
+
+    def loop_config(self, source: str, steps: int) -> TerseClassificationConfig:
+        if self.step_size % 10:
+            raise ValueError(f"step_size must be a multiple of the 10 classes, got {self.step_size}")
+        return TerseClassificationConfig(
+            seed=self.seed,
+            cycles=steps,
+            source=source,
+            hard_per_class=self.step_size // 10,
+            hard_margin=self.hard_margin,
+            s_batch_size=self.s_batch_size,
+            s_lr=self.s_lr,
+            s_max_steps=self.s_max_steps,
+            s_noise_dim=self.s_noise_dim,
+            t_epochs=self.finetune_epochs,
+            t_batch_size=self.batch_size,
+            t_lr=self.lr,
+            t_momentum=self.momentum,
+            t_real_per_epoch=self.finetune_real_per_epoch,
+            eval_batch_size=self.eval_batch_size,
+        )
+
+
+PAPER_EFFICIENCY = {"mnist_only_acc": 0.17, "terse_acc_at_5k": 0.80, "random_acc_at_5k": 0.40, "terse_samples_to_match_random_25k": 12_000, "random_acc_at_25k": 0.90}
+
+
+@dataclass
+class EfficiencyResult:
+    """Everything the Fig. 7 experiment measured (accuracies are fractions in [0, 1])."""
+
+    config: EfficiencyConfig
+    mnist_only_acc: float
+    mnist_only_clean_acc: float
+    random: Curve
+    terse: Curve
+    reference_added: int
+    random_reference_acc: float
+    terse_samples_to_match: int | None
+    random_history: list[dict[str, Any]]
+    terse_history: list[dict[str, Any]]
+    hardness: HardnessHistogram
+    terse_caches: list[HardExampleCache]
+    random_caches: list[HardExampleCache]
+    terse_model: nn.Module
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (and where the paper puts them)."""
+        at5k = 5_000
+        return {
+            "mnist_only_acc": self.mnist_only_acc,
+            "mnist_only_clean_mnist_acc": self.mnist_only_clean_acc,
+            "random_acc_at_5k": value_at(self.random, at5k),
+            "terse_acc_at_5k": value_at(self.terse, at5k),
+            "reference_added": self.reference_added,
+            "random_acc_at_reference": self.random_reference_acc,
+            "terse_samples_to_match_random": self.terse_samples_to_match,
+            "terse_unrecognised_frac_mean": _mean_key(self.terse_history, "unrecognised_frac"),
+            "paper": PAPER_EFFICIENCY,
+        }
+
+
+def _mean_key(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(sum(vals) / len(vals)) if vals else None
+
+
+def train_baseline(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    seed: int,
+    progress: Progress | None = None,
+    task: str = "baseline on MNIST",
+) -> nn.Module:
+    """Train ``model`` on (padded) MNIST ``images`` with SGD; returned in ``eval()`` mode."""
+    with scoped_rng(derive_seed(seed, "baseline", "dropout"), images.device):
+        fit_classifier(
+            model,
+            sgd(model, lr, momentum),
+            [(images, labels)],
+            num_classes=10,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=make_generator(seed, "baseline", "order"),
+            progress=progress,
+            task=task,
+        )
+    return model.eval()
+
+
+def run_efficiency(
+    config: EfficiencyConfig,
+    *,
+    device: torch.device | str = "cpu",
+    run_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EfficiencyResult:
+    """Run the Fig. 7 experiment (see the module docstring). ``run_dir`` keeps both loops' run
+    folders (caches per step as data sets, grids, histories, the exported TERSE target)."""
+    cfg = config
+    device = torch.device(device)
+    say = log or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    train_x, train_y = load_mnist("train")
+    train_x, train_y = _subset(train_x, train_y, cfg.train_digits, cfg.seed, "train")
+    test_x, test_y = load_mnist("test")
+    test_x, test_y = _subset(test_x, test_y, cfg.test_digits, cfg.seed, "test")
+    train_x = mnist_padded(train_x).to(device)
+    train_y = train_y.to(device)
+    clean_test = mnist_padded(test_x).to(device)
+    test_y = test_y.to(device)
+    affnist_test = affnist_test_set(clean_test, cfg.seed)
+    timings["data_s"] = time.perf_counter() - t0
+
+    def test_acc(model: nn.Module) -> float:
+        return accuracy(model, affnist_test, test_y, num_classes=10, batch_size=cfg.eval_batch_size)
+
+    t = time.perf_counter()
+    with scoped_rng(derive_seed(cfg.seed, "baseline", "init"), device):
+        base = MNISTClassifier().to(device)
+    train_baseline(base, train_x, train_y, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=cfg.seed, progress=progress)
+    mnist_only = test_acc(base)
+    mnist_only_clean = accuracy(base, clean_test, test_y, num_classes=10, batch_size=cfg.eval_batch_size)
+    timings["baseline_s"] = time.perf_counter() - t
+    say(f"MNIST-only baseline: {mnist_only:.3f} on the AffNIST-style test set ({mnist_only_clean:.3f} on padded MNIST)")
+
+    t = time.perf_counter()
+    reference = train_reference_classifier(train_x, train_y, epochs=cfg.reference_epochs, seed=cfg.seed, device=device, progress=progress)
+    timings["reference_s"] = time.perf_counter() - t
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {"test_acc": test_acc(model)}
+
+    root = Path(run_dir) if run_dir is not None else None
+    results: dict[str, tuple[Curve, TerseClassificationLoop]] = {}
+    for source, steps in (("random", cfg.steps), ("terse", cfg.terse_steps or cfg.steps)):
+        t = time.perf_counter()
+        loop = TerseClassificationLoop(
+            cfg.loop_config(source, steps),
+            copy.deepcopy(base),
+            train_x,
+            train_y,
+            reference=reference,
+            device=device,
+            run_dir=root / source if root is not None else None,
+        )
+        out = loop.run(evaluate=evaluate, progress=progress, export=source == "terse")
+        curve = [(0, mnist_only)] + [(int(r["synthetic_total"]), float(r["test_acc"])) for r in out.history]
+        results[source] = (curve, loop)
+        timings[f"{source}_s"] = time.perf_counter() - t
+        say(f"{source}: " + ", ".join(f"{x}:{y:.3f}" for x, y in curve[1:]))
+
+    random_curve, random_loop = results["random"]
+    terse_curve, terse_loop = results["terse"]
+    reference_added = min(25_000, random_curve[-1][0])
+    random_ref_acc = value_at(random_curve, reference_added)
+    assert random_ref_acc is not None
+    terse_images = torch.cat([c.images for c in terse_loop.caches if len(c)]) if any(len(c) for c in terse_loop.caches) else None
+    random_images = torch.cat([c.images for c in random_loop.caches])
+    random_labels = torch.cat([c.labels for c in random_loop.caches])
+    scores = {"random": hardness_scores(base, random_images, random_labels, num_classes=10, batch_size=cfg.eval_batch_size)}
+    if terse_images is not None:
+        terse_labels = torch.cat([c.labels for c in terse_loop.caches if len(c)])
+        scores["terse"] = hardness_scores(base, terse_images, terse_labels, num_classes=10, batch_size=cfg.eval_batch_size)
+    timings["total_s"] = time.perf_counter() - t0
+    return EfficiencyResult(
+        config=cfg,
+        mnist_only_acc=mnist_only,
+        mnist_only_clean_acc=mnist_only_clean,
+        random=random_curve,
+        terse=terse_curve,
+        reference_added=reference_added,
+        random_reference_acc=random_ref_acc,
+        terse_samples_to_match=samples_to_reach(terse_curve, random_ref_acc),
+        random_history=random_loop.history,
+        terse_history=terse_loop.history,
+        hardness=hardness_histogram(scores),
+        terse_caches=terse_loop.caches,
+        random_caches=random_loop.caches,
+        terse_model=terse_loop.target,
+        timings=timings,
+    )
+
+
+# ---------------------------------------------------------------------------- error (Table 1)
+
+
+class ErrorConfig(Config):
+    """Table 1 protocol. Defaults: the CPU budget; paper values in descriptions."""
+
+    seed: int = 0
+    base_epochs: int = Field(2, ge=1, description="baseline training on padded MNIST (paper: not stated)")
+    cycles: int = Field(6, ge=1, description="TERSE cycles (paper: not stated; lr drop after 100)")
+    hard_per_class: int = Field(500, ge=1, description="paper: 500")
+    t_epochs: int = Field(1, ge=1, description="T epochs per cycle (paper: 30)")
+    t_real_per_epoch: int | None = Field(20_000, ge=1, description="MNIST digits per T epoch (paper: all 55,000)")
+    batch_size: int = Field(64, ge=2, description="paper: 64")
+    lr: float = Field(1e-2, gt=0.0, description="paper: 1e-2")
+    momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
+    lr_drop_cycle: int | None = Field(None, ge=1, description="cycle from which lr is 1e-3 (paper: after 100 iterations)")
+    s_batch_size: int = Field(1024, ge=2, description="paper: 1024")
+    s_lr: float = Field(1e-3, gt=0.0, description="paper: 1e-3")
+    s_max_steps: int = Field(30, ge=1, description="S batches per cycle at most (paper: until the cache is full)")
+    s_noise_dim: int = Field(0, ge=0, description="paper: 0")
+    reference_epochs: int = Field(2, ge=1)
+    eval_batch_size: int = Field(2048, ge=1)
+
+    def loop_config(self) -> TerseClassificationConfig:
+        return TerseClassificationConfig(
+            seed=self.seed,
+            cycles=self.cycles,
+            hard_per_class=self.hard_per_class,
+            s_batch_size=self.s_batch_size,
+            s_lr=self.s_lr,
+            s_max_steps=self.s_max_steps,
+            s_noise_dim=self.s_noise_dim,
+            t_epochs=self.t_epochs,
+            t_batch_size=self.batch_size,
+            t_lr=self.lr,
+            t_momentum=self.momentum,
+            t_lr_drop_cycle=self.lr_drop_cycle,
+            t_real_per_epoch=self.t_real_per_epoch,
+            eval_batch_size=self.eval_batch_size,
+        )
+
+
+@dataclass
+class ErrorResult:
+    """Table 1 numbers; errors in percent."""
+
+    config: ErrorConfig
+    test_error_pct: float
+    mnist_test_error_pct: float
+    val_error_pct: float
+    best_cycle: int
+    baseline_test_error_pct: float
+    baseline_mnist_test_error_pct: float
+    history: list[dict[str, Any]]
+    model: nn.Module
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_error(
+    config: ErrorConfig,
+    *,
+    device: torch.device | str = "cpu",
+    run_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ErrorResult:
+    """Run the Table 1 experiment (see the module docstring)."""
+    cfg = config
+    device = torch.device(device)
+    say = log or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    splits = mnist_split("55k")
+    train_x = mnist_padded(splits.train[0]).to(device)
+    train_y = splits.train[1].to(device)
+    val_x = affnist_test_set(mnist_padded(splits.val[0]).to(device), derive_seed(cfg.seed, "val"))
+    val_y = splits.val[1].to(device)
+    clean_test = mnist_padded(splits.test[0]).to(device)
+    test_y = splits.test[1].to(device)
+    test_x = affnist_test_set(clean_test, cfg.seed)
+    timings["data_s"] = time.perf_counter() - t0
+
+    def errors(model: nn.Module) -> dict[str, float]:
+        return {
+            "val_error_pct": 100.0 * (1.0 - accuracy(model, val_x, val_y, num_classes=10, batch_size=cfg.eval_batch_size)),
+            "test_error_pct": 100.0 * (1.0 - accuracy(model, test_x, test_y, num_classes=10, batch_size=cfg.eval_batch_size)),
+            "mnist_test_error_pct": 100.0 * (1.0 - accuracy(model, clean_test, test_y, num_classes=10, batch_size=cfg.eval_batch_size)),
+        }
+
+    t = time.perf_counter()
+    with scoped_rng(derive_seed(cfg.seed, "baseline", "init"), device):
+        model = MNISTClassifierDeep().to(device)
+    train_baseline(model, train_x, train_y, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=cfg.seed, progress=progress)
+    base = errors(model)
+    timings["baseline_s"] = time.perf_counter() - t
+    say(f"MNIST-only baseline: {base['test_error_pct']:.2f}% AffNIST-style test error, {base['mnist_test_error_pct']:.2f}% MNIST test error")
+    t = time.perf_counter()
+    reference = train_reference_classifier(train_x, train_y, epochs=cfg.reference_epochs, seed=cfg.seed, device=device, progress=progress)
+    timings["reference_s"] = time.perf_counter() - t
+
+    best: dict[str, Any] = {"val_error_pct": float("inf")}
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def evaluate(net: nn.Module) -> dict[str, float]:
+        nonlocal best, best_state
+        row = errors(net)
+        if row["val_error_pct"] < best["val_error_pct"]:
+            best = row
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        say(", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+        return row
+
+    t = time.perf_counter()
+    loop = TerseClassificationLoop(cfg.loop_config(), model, train_x, train_y, reference=reference, device=device, run_dir=run_dir)
+    out = loop.run(evaluate=evaluate, progress=progress)
+    timings["terse_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    best_cycle = next(r["cycle"] for r in out.history if r["val_error_pct"] == best["val_error_pct"])
+    selected = copy.deepcopy(loop.target)
+    if best_state is not None:
+        selected.load_state_dict(best_state)
+    return ErrorResult(
+        config=cfg,
+        test_error_pct=best["test_error_pct"],
+        mnist_test_error_pct=best["mnist_test_error_pct"],
+        val_error_pct=best["val_error_pct"],
+        best_cycle=int(best_cycle),
+        baseline_test_error_pct=base["test_error_pct"],
+        baseline_mnist_test_error_pct=base["mnist_test_error_pct"],
+        history=out.history,
+        model=selected.eval(),
+        timings=timings,
+    )
+
+
+def export_target(model: nn.Module, path: str | Path, **extra: Any) -> dict[str, Any]:
+    """Export a 40x40 MNIST target as ``.pt2`` (+ ``.json`` input spec); see :func:`export_classifier`."""
+    return export_classifier(model, path, input_shape=(1, 40, 40), num_classes=10, extra=extra or None)

@@ -1,0 +1,195 @@
+"""Supervised training of image classifiers on tensors held on the training device.
+
+:func:`fit_classifier` is the one training routine behind the TERSE target phase, the MNIST
+baselines and the reference classifier: data stay on the device as tensors, each epoch draws
+its order from an explicit ``torch.Generator`` (on the CPU, so the order is the same on every
+device), and batches are gathered by index, with no per-sample Python work.
+
+Dropout and other module randomness draw from torch's global generator, which has no
+per-module handle; :func:`scoped_rng` seeds it inside a ``torch.random.fork_rng`` block so a
+phase replays exactly (what checkpoint/resume needs) and the caller's global state is restored
+afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthloop.data.affnist import apply_affnist, sample_affnist_params
+from synthloop.errors import InputError
+from synthloop.metrics.classification import check_dataset, check_labels, model_device
+from synthloop.models.classifiers import MNISTClassifier
+from synthloop.models.targets import ClassifierTarget
+from synthloop.utils.seeding import derive_seed, make_generator
+
+Progress = Callable[[str, int, int], None]
+"""``progress(task, completed, total)``: called as work advances (e.g. to drive a progress bar)."""
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``augment(images Tensor[B, C, H, W], generator) -> Tensor[B, C, H, W]``, applied per batch."""
+
+
+@contextlib.contextmanager
+def scoped_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's global RNG (CPU, and ``device`` when it is a GPU) for the block, then restore it."""
+    device = torch.device(device)
+    accel = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=accel, device_type="cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float = 0.0) -> torch.optim.SGD:
+    """SGD over the trainable parameters of ``model`` (TERSE A.1: lr 1e-2, momentum 0.5)."""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def _epoch_index(sizes: Sequence[int], subsample: Sequence[int | None], generator: torch.Generator) -> list[torch.Tensor]:
+    """Per source, the (CPU, int64) indices used this epoch: all of them or a random subset."""
+    out = []
+    for n, k in zip(sizes, subsample):
+        if k is None or k >= n:
+            out.append(torch.arange(n))
+        else:
+            out.append(torch.randperm(n, generator=generator)[:k])
+    return out
+
+
+def fit_classifier(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sources: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    subsample: Sequence[int | None] | None = None,
+    augment: Augment | None = None,
+    progress: Progress | None = None,
+    task: str = "train",
+) -> dict[str, float]:
+    """Train ``model`` with cross-entropy for ``epochs`` passes over the union of ``sources``.
+
+    Args:
+        model: classifier ``Tensor[B, C, H, W] -> logits Tensor[B, num_classes]``, put in ``train()``.
+        optimizer: optimiser over ``model``'s parameters (its state carries over between calls).
+        sources: ``(images Tensor[N_k, C, H, W], labels Tensor[N_k])`` pairs on the model's device;
+            each epoch shuffles all of them together.
+        subsample: per source, how many samples to draw (without replacement) into each epoch;
+            ``None`` entries (the default) use the whole source every epoch.
+        generator: CPU generator for the order (and the subsets, and ``augment``).
+        augment: optional per-batch image transform.
+        progress: called with ``(task, batches done, batches total)``.
+    Returns:
+        ``{"loss": mean training loss, "batches": count, "samples": per-epoch sample count}``.
+
+    Raises:
+        InputError: no data, mismatched labels, or a model whose output width is not ``num_classes``.
+    """
+    if not sources:
+        raise InputError("no training data", field="sources")
+    for k, (x, y) in enumerate(sources):
+        check_dataset(x, y, name=f"sources[{k}]")
+        check_labels(y, num_classes)
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"batch_size must be >= 1 and epochs >= 0, got {batch_size}, {epochs}")
+    subsample = list(subsample) if subsample is not None else [None] * len(sources)
+    if len(subsample) != len(sources):
+        raise ValueError(f"subsample has {len(subsample)} entries for {len(sources)} sources")
+    device = model_device(model)
+    ClassifierTarget(model, num_classes).check_output(sources[0][0][:2].to(device))
+    sizes = [x.shape[0] for x, _ in sources]
+    per_epoch = sum(n if k is None else min(n, k) for n, k in zip(sizes, subsample))
+    n_batches = sum(1 for s in range(0, per_epoch, batch_size) if min(batch_size, per_epoch - s) >= 2)
+    total = n_batches * epochs
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    done = 0
+    for _ in range(epochs):
+        index = _epoch_index(sizes, subsample, generator)
+        offsets = torch.tensor([0] + [len(i) for i in index]).cumsum(0)
+        order = torch.randperm(int(offsets[-1]), generator=generator)
+        for start in range(0, order.numel(), batch_size):
+            sel = order[start : start + batch_size]
+            if sel.numel() < 2:  # BatchNorm cannot train on a single sample
+                continue
+            xs, ys = [], []
+            for k, (x, y) in enumerate(sources):
+                part = sel[(sel >= offsets[k]) & (sel < offsets[k + 1])] - offsets[k]
+                if part.numel():
+                    rows = index[k][part].to(x.device)
+                    xs.append(x[rows])
+                    ys.append(y[rows])
+            images = torch.cat(xs).to(device, non_blocking=True)
+            labels = torch.cat(ys).to(device, non_blocking=True)
+            if augment is not None:
+                images = augment(images, generator)
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            done += 1
+            if progress is not None:
+                progress(task, done, total)
+    return {"loss": float(loss_sum) / max(done, 1), "batches": float(done), "samples": float(per_epoch)}
+
+
+def recipe_augment(fraction: float = 0.5) -> Augment:
+    """Per-batch augmentation: a random ``fraction`` of each batch is re-rendered with the AffNIST
+    recipe (:mod:`synthloop.data.affnist`); the rest stays as given (e.g. centred padded MNIST)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+
+    def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        pick = (torch.rand(images.shape[0], generator=generator) < fraction).to(images.device)
+        if not bool(pick.any()):
+            return images
+        out = images.clone()
+        params = sample_affnist_params(images[pick], generator)
+        out[pick] = apply_affnist(images[pick], params)
+        return out
+
+    return augment
+
+
+def train_reference_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int = 10,
+    epochs: int = 3,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    momentum: float = 0.5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> nn.Module:
+    """The reference classifier of the degenerate-sample check: an :class:`MNISTClassifier`
+    trained on clean data, i.e. padded MNIST ``images`` ``Tensor[N, 1, 40, 40]`` where half of
+    every batch is re-rendered with the random AffNIST recipe. Returned in ``eval()`` mode."""
+    device = torch.device(device)
+    with scoped_rng(derive_seed(seed, "reference", "init"), device):
+        model = MNISTClassifier(num_classes=num_classes, input_size=tuple(images.shape[-2:])).to(device)
+    generator = make_generator(seed, "reference", "data")
+    with scoped_rng(derive_seed(seed, "reference", "dropout"), device):
+        fit_classifier(
+            model,
+            sgd(model, lr, momentum),
+            [(images.to(device), labels.to(device))],
+            num_classes=num_classes,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=generator,
+            augment=recipe_augment(0.5),
+            progress=progress,
+            task="reference classifier",
+        )
+    return model.eval()
