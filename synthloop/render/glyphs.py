@@ -224,7 +224,7 @@ class GlyphSet:
         if len(set(folders)) != len(folders):
             raise InputError(f"class names {self.classes} collide as folder names {folders}", field="shapes")
         self._by_key = {tuple(sorted(g.key.items())): i for i, g in enumerate(self.glyphs)}
-        self._atlases: dict[int, tuple[torch.Tensor, float]] = {}
+        self._atlases: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _add(self, glyph: Glyph, mask: np.ndarray) -> None:
         self.glyphs.append(glyph)
@@ -253,22 +253,25 @@ class GlyphSet:
             raise InputError(f"glyph {key} is not among this renderer's fonts, characters and shapes", field=field)
         return hit
 
-    def atlas(self, tile: int, fill: float) -> torch.Tensor:
-        """``Tensor[N, 1, tile, tile]`` float32 masks in [0, 1], one per glyph.
+    def atlas(self, tile: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tiles ``Tensor[N, 1, tile, tile]`` (float32 masks in [0, 1], one per glyph) and their
+        centres of mass ``Tensor[N, 2]`` (x, y in tile pixels, continuous coordinates).
 
         Each mask is scaled (area averaging, keeping its aspect ratio) so its longer side spans
-        ``fill * tile`` pixels, and placed with its centre of mass at the tile centre (MNIST's
-        convention), shifted back inside the tile where needed. Built once per ``(tile, fill)``.
+        ``fill * tile`` pixels and placed near the tile centre; the renderer puts the centre of
+        mass (MNIST's convention) at the canvas centre, so the whole-pixel placement in the tile
+        costs no accuracy. Built once per ``(tile, fill)``.
         """
         key = (int(tile), float(fill))
         hit = self._atlases.get(key)
         if hit is None:
-            hit = torch.from_numpy(np.stack([_to_tile(m, int(tile), float(fill)) for m in self._masks]))[:, None]
+            tiles, centers = zip(*(_to_tile(m, int(tile), float(fill)) for m in self._masks))
+            hit = (torch.from_numpy(np.stack(tiles))[:, None], torch.tensor(centers, dtype=torch.float64))
             self._atlases[key] = hit
         return hit
 
 
-def _to_tile(mask: np.ndarray, tile: int, fill: float) -> np.ndarray:
+def _to_tile(mask: np.ndarray, tile: int, fill: float) -> tuple[np.ndarray, tuple[float, float]]:
     h, w = mask.shape
     scale = fill * tile / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -281,4 +284,4 @@ def _to_tile(mask: np.ndarray, tile: int, fill: float) -> np.ndarray:
     x0 = min(max(round(tile / 2 - cx), 0), tile - nw)
     out = np.zeros((tile, tile), np.float32)
     out[y0 : y0 + nh, x0 : x0 + nw] = np.clip(small, 0.0, 1.0)
-    return out
+    return out, (x0 + cx, y0 + cy)

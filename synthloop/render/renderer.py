@@ -143,7 +143,8 @@ class Renderer:
         H, W = cfg.size
         samples = cfg.glyph_size * min(H, W) * cfg.supersample
         tile = max(16, 4 * math.ceil(samples * TILE_OVERSAMPLE / TILE_FILL / 4))
-        self.stage = Stage(self.glyphs.atlas(tile, TILE_FILL), TILE_FILL, (H, W), cfg.glyph_size, cfg.supersample)
+        tiles, centers = self.glyphs.atlas(tile, TILE_FILL)
+        self.stage = Stage(tiles, centers, TILE_FILL, (H, W), cfg.glyph_size, cfg.supersample)
         self._glyph_labels = self.glyphs.labels
         self._keys = [g.key for g in self.glyphs.glyphs]
 

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthloop.compose.config import RangeChecked
 from synthloop.errors import InputError
@@ -113,16 +113,24 @@ class BackgroundConfig(VariationSwitch):
     photo_scale: Range = Field((0.05, 0.5), description="crop area as a fraction of the photo's area")
     base_color: Color = Field((0.0, 0.0, 0.0), description="the background when this variation is off")
 
-    def model_post_init(self, __context: Any) -> None:
+    @model_validator(mode="after")
+    def _weights(self) -> "BackgroundConfig":
         if any(w < 0 for w in self.kinds.values()) or not self.kinds or sum(self.kinds.values()) <= 0:
             raise ValueError(f"background.kinds needs non-negative weights with a positive sum, got {self.kinds}")
+        return self
 
 
 class CameraConfig(VariationSwitch):
     yaw: Range = (-40.0, 40.0)  # degrees, rotation about the glyph's vertical axis
     pitch: Range = (-40.0, 40.0)  # degrees, about the horizontal axis
     roll: Range = (-15.0, 15.0)  # degrees, in-plane, counter-clockwise on screen
-    focal: Range = Field((1.5, 4.0), gt=0, description="focal length in glyph sizes (smaller = stronger perspective)")
+    focal: Range = Field((1.5, 4.0), description="focal length in glyph sizes (smaller = stronger perspective)")
+
+    @model_validator(mode="after")
+    def _positive_focal(self) -> "CameraConfig":
+        if self.focal[0] <= 0:
+            raise ValueError(f"camera.focal must be positive, got {self.focal}")
+        return self
 
 
 class OcclusionConfig(VariationSwitch):
@@ -134,9 +142,11 @@ class OcclusionConfig(VariationSwitch):
     luma: Range = (0.0, 1.0)
     saturation: Range = (0.0, 1.0)
 
-    def model_post_init(self, __context: Any) -> None:
+    @model_validator(mode="after")
+    def _count(self) -> "OcclusionConfig":
         if self.count[0] < 0:
             raise ValueError(f"occlusion.count must be non-negative, got {self.count}")
+        return self
 
 
 class AugmentConfig(VariationSwitch):
@@ -148,11 +158,13 @@ class AugmentConfig(VariationSwitch):
     blur: Range = Field((0.0, 0.8), description="Gaussian sigma in output pixels")
     noise: Range = Field((0.0, 0.05), description="standard deviation of Gaussian pixel noise")
 
-    def model_post_init(self, __context: Any) -> None:
+    @model_validator(mode="after")
+    def _bounds(self) -> "AugmentConfig":
         if not (0 < self.crop[0] <= self.crop[1] <= 1):
             raise ValueError(f"augment.crop must satisfy 0 < min <= max <= 1, got {self.crop}")
         if self.blur[0] < 0 or self.noise[0] < 0:
             raise ValueError("augment.blur and augment.noise must be non-negative")
+        return self
 
 
 class StrokeConfig(VariationSwitch):
@@ -844,6 +856,8 @@ class Stage:
 
     Attributes:
         atlas: ``Tensor[N, 1, G, G]`` glyph tiles (see :meth:`GlyphSet.atlas`).
+        centers: ``Tensor[N, 2]`` each tile's centre of mass (x, y, tile pixels); it lands on
+            the canvas centre.
         fill: fraction of the tile the glyph's longer side spans.
         size: output ``(H, W)``.
         glyph_size: the glyph's longer side as a fraction of ``min(H, W)``.
@@ -851,6 +865,7 @@ class Stage:
     """
 
     atlas: torch.Tensor
+    centers: torch.Tensor
     fill: float
     size: tuple[int, int]
     glyph_size: float
@@ -932,9 +947,10 @@ def _augment_matrix(augment: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return _translate(W / 2.0, H / 2.0, n) @ m @ _translate(-W / 2.0, -H / 2.0, n)
 
 
-def _glyph_matrix(camera: torch.Tensor, tile: int, tile_glyph: float, scale: float, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, 3, 3)`` float64 map from scene coordinates to tile pixels (inverse of tile -> camera
-    homography -> scale -> canvas centre). The glyph plane is rotated by ``R`` in front of a
+def _glyph_matrix(camera: torch.Tensor, center: torch.Tensor, tile_glyph: float, scale: float, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, 3, 3)`` float64 map from scene coordinates to tile pixels (inverse of: move the
+    glyph's ``center`` ``(B, 2)`` to the origin, camera homography, scale, move to the canvas
+    centre). The glyph plane is rotated by ``R`` in front of a
     pinhole of focal length ``f`` (tile pixels) at distance ``f``, so an unrotated glyph keeps its
     size: ``x' = (r11 x + r12 y) / (r31 x / f + r32 y / f + 1)`` (likewise ``y'``)."""
     H, W = size
@@ -947,7 +963,9 @@ def _glyph_matrix(camera: torch.Tensor, tile: int, tile_glyph: float, scale: flo
     hc[:, 2, 1] = R[:, 2, 1] / f
     hc[:, 2, 2] = 1.0
     s = torch.diag(torch.tensor([scale, scale, 1.0], dtype=torch.float64)).expand(n, 3, 3)
-    forward = _translate(W / 2.0, H / 2.0, n) @ s @ hc @ _translate(-tile / 2.0, -tile / 2.0, n)
+    to_origin = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    to_origin[:, :2, 2] = -center.to(torch.float64)
+    forward = _translate(W / 2.0, H / 2.0, n) @ s @ hc @ to_origin
     return torch.linalg.inv(forward)
 
 
@@ -1154,7 +1172,7 @@ def apply(params: RenderParams, stage: Stage, photos: PhotoSource | None = None)
     xs = ((torch.arange(Ws, dtype=torch.float64) + 0.5) / ss).view(1, 1, Ws).to(torch.float32)
     ys = ((torch.arange(Hs, dtype=torch.float64) + 0.5) / ss).view(1, Hs, 1).to(torch.float32)
     aug = _augment_matrix(params.augment, (H, W))
-    to_tile = _glyph_matrix(params.camera, G, tile_glyph, glyph_px / tile_glyph, (H, W)) @ aug
+    to_tile = _glyph_matrix(params.camera, stage.centers[params.glyph], tile_glyph, glyph_px / tile_glyph, (H, W)) @ aug
     qx, qy, _ = _project(_f32(aug), xs, ys)
     u, v, w = _project(_f32(to_tile), xs, ys)
     front = w > 1e-6  # points behind the camera see no glyph
@@ -1167,7 +1185,9 @@ def apply(params: RenderParams, stage: Stage, photos: PhotoSource | None = None)
 
     tiles = stage.tiles(params.glyph, params.stroke * tile_glyph)
     amodal = F.grid_sample(tiles, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="zeros", align_corners=False)
-    fill = _texture(params.fill, gx / float(stage.fill), gy / float(stage.fill))
+    center = stage.centers[params.glyph].to(torch.float32)
+    half_glyph = tile_glyph / 2.0
+    fill = _texture(params.fill, ((gx + 1.0) * (G / 2.0) - center[:, 0].view(-1, 1, 1)) / half_glyph, ((gy + 1.0) * (G / 2.0) - center[:, 1].view(-1, 1, 1)) / half_glyph)
 
     half = min(H, W) / 2.0
     bg = _texture(params.background, (qx - W / 2.0) / half, (qy - H / 2.0) / half).expand(n, C, Hs, Ws).clone()
