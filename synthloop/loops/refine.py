@@ -246,14 +246,18 @@ class Domain:
         if self.labels is not None:
             y = self.labels
             if y.shape != (x.shape[0],) or y.is_floating_point():
-                raise InputError(f"labels must be an integer tensor of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}", field=f"{self.name}.labels")
+                raise InputError(
+                    f"labels must be an integer tensor of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}", field=f"{self.name}.labels"
+                )
             if int(y.min()) < 0:
                 raise InputError("labels must be >= 0", field=f"{self.name}.labels")
             self.labels = y.long()
         if self.masks is not None:
             m = self.masks
             if m.shape != (x.shape[0], 1, x.shape[2], x.shape[3]):
-                raise InputError(f"masks must have shape ({x.shape[0]}, 1, {x.shape[2]}, {x.shape[3]}), got {tuple(m.shape)}", field=f"{self.name}.masks")
+                raise InputError(
+                    f"masks must have shape ({x.shape[0]}, 1, {x.shape[2]}, {x.shape[3]}), got {tuple(m.shape)}", field=f"{self.name}.masks"
+                )
             self.masks = (m != 0).to(x.dtype)
 
     @classmethod
@@ -574,7 +578,31 @@ def apply_model(model: nn.Module, images: torch.Tensor, *extra: torch.Tensor, ba
     return torch.cat(out)
 
 
-class _Trainer:
+class _Loop:
+    """``train()`` on top of ``step``, ``total_steps``, ``done`` and ``train_step()``."""
+
+    step: int
+    total_steps: int
+    done: bool
+
+    def train_step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def train(self, steps: int | None = None, callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+        """Run ``steps`` more steps (default: until done); ``callback(step, losses)`` after each."""
+        out = []
+        remaining = self.total_steps - self.step if steps is None else steps
+        for _ in range(max(0, remaining)):
+            if self.done:
+                break
+            losses = self.train_step()
+            out.append(losses)
+            if callback is not None:
+                callback(self.step, losses)
+        return out
+
+
+class _Trainer(_Loop):
     """State shared by the trainers: models, optimisers, random generators, step, history."""
 
     method = ""
@@ -608,24 +636,8 @@ class _Trainer:
 
     def _finish_step(self, losses: dict[str, float]) -> dict[str, float]:
         self.step += 1
-        self.history.append({"step": float(self.step), **losses})
+        self.history.append({"step": self.step, **losses})
         return losses
-
-    def train(self, steps: int | None = None, callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
-        """Run ``steps`` more steps (default: until done); ``callback(step, losses)`` after each."""
-        out = []
-        remaining = self.total_steps - self.step if steps is None else steps
-        for _ in range(max(0, remaining)):
-            if self.done:
-                break
-            losses = self.train_step()
-            out.append(losses)
-            if callback is not None:
-                callback(self.step, losses)
-        return out
-
-    def train_step(self) -> dict[str, float]:
-        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -863,10 +875,11 @@ class CycleGANTrainer(_Trainer):
         std = float("nan")
         _requires_grad(discs, False)
         try:
-            for _ in range(cfg.g_updates_per_step):
+            for i in range(cfg.g_updates_per_step):
                 (xs, ms), (xr, mr) = self._sample()
                 terms, fake_r, fake_s = self._generator_terms(xs, ms, xr, mr)
-                std = self.monitor.check_outputs(self.step, fake_r)
+                if i == 0:  # once per step, so ``patience`` counts steps
+                    std = self.monitor.check_outputs(self.step, fake_r)
                 logs.append(_floats(terms))
                 if not self.monitor.check_losses(self.step, terms):
                     return {**logs[-1], "batch_std": std}
@@ -911,7 +924,7 @@ class CycleGANTrainer(_Trainer):
 # --------------------------------------------------------------------------------------------
 
 
-class MrGANTrainer:
+class MrGANTrainer(_Loop):
     """MrGAN: two stacked CycleGANs (see the module docstring for the stage-2 modes).
 
     Stage 1 trains until done; then the whole synthetic and real sets are mapped through it
@@ -979,18 +992,16 @@ class MrGANTrainer:
 
     def stage2_domains(self) -> tuple[Domain, Domain]:
         """``(source, target)`` of stage 2, computed from the (trained) stage-1 generators."""
-        s1 = self.stage1
+        s1, syn, real = self.stage1, self.synthetic, self.real
         mode = self.cfg.stage2_mode
-        rs = rr = None
+        source, target = syn, real
         if mode in ("rr_rs", "r_rs"):
-            rs = Domain(s1.refine(self.synthetic.images, self.batch_size).clamp_(0, 1), self.synthetic.labels, self.synthetic.masks, name="refined synthetic (RS)")
+            rs_images = s1.refine(syn.images, self.batch_size).clamp_(0, 1)
+            source = Domain(rs_images, syn.labels, syn.masks, name="refined synthetic (RS)")
         if mode in ("rr_rs", "rr_s"):
-            rr = Domain(s1.translate_real(self.real.images, self.batch_size).clamp_(0, 1), self.real.labels, self.real.masks, name="refined real (RR)")
-        if mode == "rr_rs":
-            return rs, rr  # type: ignore[return-value]
-        if mode == "r_rs":
-            return rs, self.real  # type: ignore[return-value]
-        return self.synthetic, rr  # type: ignore[return-value]
+            rr_images = s1.translate_real(real.images, self.batch_size).clamp_(0, 1)
+            target = Domain(rr_images, real.labels, real.masks, name="refined real (RR)")
+        return source, target
 
     def _build_stage2(self) -> CycleGANTrainer:
         source, target = self.stage2_domains()
@@ -1005,18 +1016,6 @@ class MrGANTrainer:
             return {f"stage1/{k}": v for k, v in self.stage1.train_step().items()}
         stage2 = self.stage2 if self.stage2 is not None else self._build_stage2()
         return {f"stage2/{k}": v for k, v in stage2.train_step().items()}
-
-    def train(self, steps: int | None = None, callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
-        out = []
-        remaining = self.total_steps - self.step if steps is None else steps
-        for _ in range(max(0, remaining)):
-            if self.done:
-                break
-            losses = self.train_step()
-            out.append(losses)
-            if callback is not None:
-                callback(self.step, losses)
-        return out
 
     def _need_stage2(self) -> CycleGANTrainer:
         if self.stage2 is None:
@@ -1185,7 +1184,14 @@ class PixelDATrainer(_Trainer):
             _requires_grad((self.d, self.t), True)
         return self._finish_step(out)
 
-    def refine(self, images: torch.Tensor, noise: torch.Tensor | None = None, *, generator: torch.Generator | None = None, batch_size: int = 256) -> torch.Tensor:
+    def refine(
+        self,
+        images: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
         """``G(images, noise)``: ``Tensor[N, C, H, W]`` -> CPU ``Tensor[N, C, H, W]``.
 
         ``noise`` ``Tensor[N, noise_dim]``; when ``None`` it is drawn from ``generator``, or from a
@@ -1371,8 +1377,10 @@ def _evaluate(cfg: RefineConfig, trainer: Trainer, synthetic: ImageFolder, real:
     num_classes = len(real.classes)
     reference_images = trainer.map_real(real.images) if isinstance(trainer, MrGANTrainer) else real.images
     device = resolve_device(cfg.device)
-    clf = SmallResNet(num_classes, real.channels, ev.classifier.widths, ev.classifier.blocks_per_stage, generator=make_generator(cfg.seed, "evaluation", "init")).to(device)
-    train_classifier(clf, reference_images, real.labels, steps=ev.classifier_steps, batch_size=ev.batch_size, lr=ev.lr, generator=make_generator(cfg.seed, "evaluation", "batches"))
+    init = make_generator(cfg.seed, "evaluation", "init")
+    clf = SmallResNet(num_classes, real.channels, ev.classifier.widths, ev.classifier.blocks_per_stage, generator=init).to(device)
+    batches = make_generator(cfg.seed, "evaluation", "batches")
+    train_classifier(clf, reference_images, real.labels, steps=ev.classifier_steps, batch_size=ev.batch_size, lr=ev.lr, generator=batches)
     per_class = label_preservation_per_class(clf, refined, synthetic.labels, num_classes=num_classes)
     metrics["label_preservation"] = label_preservation(clf, refined, synthetic.labels, num_classes=num_classes)
     metrics["label_preservation_unrefined"] = label_preservation(clf, synthetic.images, synthetic.labels, num_classes=num_classes)
