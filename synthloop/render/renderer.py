@@ -14,13 +14,17 @@ mask), with ``params.jsonl`` (every image's params), the resolved ``config.yaml`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,10 +36,11 @@ from pydantic import Field, field_validator
 
 from synthloop.config import Config
 from synthloop.data._io import make_temp_sibling
-from synthloop.data.coco import mask_bbox, write_coco_json
+from synthloop.data.coco import write_coco_json
 from synthloop.data.dataset import Annotation, Category, ImageEntry
 from synthloop.data.images import encode_png
 from synthloop.errors import InputError
+from synthloop.functional.masks import masks_to_boxes
 from synthloop.render.glyphs import GlyphSet, find_fonts, safe_class_name
 from synthloop.render.variations import (
     PhotoSource,
@@ -67,6 +72,7 @@ class ShapeConfig(Config):
 class OutputConfig(Config):
     coco: bool = True  # also write annotations.json next to the class folders
     masks: bool = False  # also write masks/<class>/<id>.png (visible glyph, 0/255)
+    workers: int = Field(1, ge=1, le=64, description="processes rendering and writing batches in parallel")
 
 
 class RenderConfig(VariationConfig):
@@ -240,6 +246,74 @@ def _publish(stage: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class _BatchWriter:
+    """Renders batch ``b`` of a dataset and writes its image (and mask) files into ``stage``.
+
+    Returns what the parent process collects in batch order: the ``params.jsonl`` lines and, per
+    image, ``(id, file_name, label, bbox xywh, RLE or None, visibility)``. PNG encoding and file
+    writes release the GIL, so they run in a thread while the next batch renders.
+    """
+
+    def __init__(self, config: RenderConfig, stage: Path, renderer: Renderer | None = None):
+        self.config, self.stage = config, stage
+        self.renderer = renderer or Renderer(config)
+        self.folders = [safe_class_name(c) for c in self.renderer.classes]
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: deque[Future] = deque()
+
+    def __call__(self, job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
+        b, start, m = job
+        r = self.renderer
+        params = r.sample(m, make_generator(self.config.seed, "render", b))
+        batch = r.apply(params)
+        labels = batch.label.tolist()
+        names = [f"{self.folders[label]}/{start + j:06d}.png" for j, label in enumerate(labels)]
+        visible_t = batch.mask[:, 0] >= 0.5
+        visible = visible_t.numpy()
+        files = [(self.stage / "images" / n, px) for n, px in zip(names, _to_uint8(batch.image))]
+        if self.config.output.masks:
+            files += [(self.stage / "masks" / n, v) for n, v in zip(names, visible)]
+        self._pending.append(self._pool.submit(_write_pngs, files))
+        boxes = masks_to_boxes(visible_t)
+        boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
+        rles = mask_utils.encode(np.asfortranarray(visible.transpose(1, 2, 0), dtype=np.uint8))
+        nonempty = visible_t.flatten(1).any(1).tolist()
+        visibility = batch.visibility.tolist()
+        lines, rows = [], []
+        for j, rec in enumerate(r.to_records(params)):
+            idx, label, file_name = start + j, labels[j], f"images/{names[j]}"
+            rows.append((idx, file_name, label, tuple(boxes[j].tolist()), rles[j] if nonempty[j] else None, round(visibility[j], 6)))
+            lines.append(json.dumps({"id": idx, "file_name": file_name, "label": label, "class": r.classes[label], "params": rec}, separators=(",", ":")))
+        while len(self._pending) > 1:
+            self._pending.popleft().result()
+        return lines, rows
+
+    def flush(self) -> None:
+        """Wait until every submitted file is written."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        self.flush()
+        self._pool.shutdown()
+
+
+_WORKER: _BatchWriter | None = None
+
+
+def _init_worker(config: dict[str, Any], stage: str) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = _BatchWriter(RenderConfig.model_validate(config), Path(stage))
+
+
+def _run_job(job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
+    assert _WORKER is not None
+    out = _WORKER(job)
+    _WORKER.flush()
+    return out
+
+
 def write_dataset(
     config: RenderConfig,
     out_dir: str | Path,
@@ -256,8 +330,10 @@ def write_dataset(
     ``params``), ``config.yaml`` and ``run.json``.
 
     Batch ``b`` draws from ``make_generator(seed, "render", b)``, so the same config (batch size
-    included) writes the same dataset. Everything is written into a hidden sibling folder that is
-    renamed onto ``out_dir`` at the end: a failed or interrupted run leaves ``out_dir`` untouched.
+    included) writes the same dataset, with any number of ``output.workers`` (spawned processes,
+    one torch thread each, each rendering and writing whole batches). Everything is written into a
+    hidden sibling folder that is renamed onto ``out_dir`` at the end: a failed or interrupted
+    run leaves ``out_dir`` untouched.
 
     Args:
         progress: called with ``(done, total)`` after each batch.
@@ -269,45 +345,47 @@ def write_dataset(
     out_dir = Path(out_dir)
     _prepare_out(out_dir, overwrite)
     t0 = time.perf_counter()
-    renderer = Renderer(config)
-    folders = [safe_class_name(c) for c in renderer.classes]
-    H, W = config.size
+    renderer = Renderer(config)  # bad fonts, shapes or photos fail here, before anything is written
+    classes = renderer.classes
     stage = make_temp_sibling(out_dir, "render")
+    jobs, start = [], 0
+    for b in range(math.ceil(config.count / config.batch_size)):
+        m = min(config.batch_size, config.count - start)
+        jobs.append((b, start, m))
+        start += m
     try:
+        for kind in ("images", "masks") if config.output.masks else ("images",):
+            for c in classes:
+                (stage / kind / safe_class_name(c)).mkdir(parents=True)
         images: list[ImageEntry] = []
-        with open(stage / "params.jsonl", "w") as jsonl:
+        with open(stage / "params.jsonl", "w") as jsonl, contextlib.ExitStack() as stack:
+            if config.output.workers == 1:
+                local = _BatchWriter(config, stage, renderer)
+                stack.callback(local.close)
+                results = map(local, jobs)
+            else:
+                ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
+                pool = stack.enter_context(ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage))))
+                results = pool.map(_run_job, jobs)
             done = 0
-            for b in range(math.ceil(config.count / config.batch_size)):
-                m = min(config.batch_size, config.count - done)
-                params = renderer.sample(m, make_generator(config.seed, "render", b))
-                batch = renderer.apply(params)
-                pixels = _to_uint8(batch.image)
-                visible = (batch.mask[:, 0] >= 0.5).numpy()
-                visibility = batch.visibility.tolist()
-                for j, rec in enumerate(renderer.to_records(params)):
-                    idx, label = done + j, int(batch.label[j])
-                    rel = f"{folders[label]}/{idx:06d}.png"
-                    _write(stage / "images" / rel, encode_png(pixels[j]))
-                    if config.output.masks:
-                        _write(stage / "masks" / rel, encode_png(visible[j]))
-                    anns = []
-                    if visible[j].any():
-                        rle = mask_utils.encode(np.asfortranarray(visible[j], dtype=np.uint8))
-                        anns.append(Annotation.from_rle(label, mask_bbox(rle), rle, attributes={"visibility": round(visibility[j], 6)}))
-                    images.append(ImageEntry(idx, f"images/{rel}", W, H, anns))
-                    jsonl.write(json.dumps({"id": idx, "file_name": f"images/{rel}", "label": label, "class": renderer.classes[label], "params": rec}) + "\n")
-                done += m
+            for lines, rows in results:
+                jsonl.write("\n".join(lines) + "\n")
+                for idx, file_name, label, box, rle, visibility in rows:
+                    anns = [] if rle is None else [Annotation.from_rle(label, box, rle, attributes={"visibility": visibility})]
+                    images.append(ImageEntry(idx, file_name, config.size[1], config.size[0], anns))
+                done += len(rows)
                 if progress is not None:
                     progress(done, config.count)
         if config.output.coco:
-            categories = [Category(i, name, "glyph") for i, name in enumerate(renderer.classes)]
+            categories = [Category(i, name, "glyph") for i, name in enumerate(classes)]
             write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
         atomic_write_text(stage / "config.yaml", config.to_yaml())
         run = {
             "command": "render",
             "seed": config.seed,
             "count": config.count,
-            "classes": renderer.classes,
+            "classes": classes,
+            "workers": config.output.workers,
             "synthloop_version": __version__,
             "commit": _git_commit(),
             "torch_version": torch.__version__,
@@ -321,6 +399,6 @@ def write_dataset(
     return run
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def _write_pngs(files: list[tuple[Path, np.ndarray]]) -> None:
+    for path, pixels in files:
+        path.write_bytes(encode_png(pixels))

@@ -16,7 +16,7 @@ occlusion     rectangles, ellipses and lines drawn over the glyph
 augment       2D augmentation: crop (zoom + shift), shear, contrast, brightness, an illumination
               gradient, Gaussian blur and Gaussian noise
 stroke        thicker or thinner strokes (dilation / erosion of the mask by max-pooling)
-elastic       a smooth random displacement field (bicubic interpolation of a coarse grid)
+elastic       a smooth random displacement field (bicubic interpolation of a coarse random grid)
 ============  =================================================================================
 
 Every variation has ``enabled`` and a per-sample probability ``p``; whether it applied is recorded
@@ -65,6 +65,10 @@ NOISE_LATTICE = 5
 """Side of the value-noise lattice of the ``noise`` texture."""
 ELASTIC_GRID = 5
 """Control points per side of the elastic displacement grid (spanning the glyph tile)."""
+
+# High-dimensional random fields (pixel noise, noise-texture lattices, elastic control grids) are
+# recorded as a seed: each is drawn from its own generator seeded with it, so the params stay
+# small (a params.jsonl line is a few hundred bytes) and still replay exactly.
 _SEED_HIGH = 2**53  # seeds stay exact through JSON readers that parse numbers as doubles
 
 Range = tuple[float, float]
@@ -230,14 +234,14 @@ class TextureParams:
         color_a, color_b: ``Tensor[B, C]`` the pattern's two colours (``solid`` uses ``color_a``).
         pattern: ``Tensor[B, 4]`` angle (degrees), frequency (cycles across the glyph or canvas),
             phase u, phase v (in cycles).
-        lattice: ``Tensor[B, 1, L, L]`` value-noise lattice in [0, 1] (``noise`` only).
+        seed: ``Tensor[B]`` long seed of the ``noise`` kind's value lattice (see :func:`noise_lattice`).
     """
 
     kind: torch.Tensor
     color_a: torch.Tensor
     color_b: torch.Tensor
     pattern: torch.Tensor
-    lattice: torch.Tensor
+    seed: torch.Tensor
 
     @classmethod
     def solid(cls, color: torch.Tensor) -> "TextureParams":
@@ -248,17 +252,23 @@ class TextureParams:
             color_a=color.clone(),
             color_b=color.clone(),
             pattern=torch.zeros(n, 4),
-            lattice=torch.zeros(n, 1, NOISE_LATTICE, NOISE_LATTICE),
+            seed=torch.zeros(n, dtype=torch.long),
         )
 
-    def record(self, i: int) -> dict[str, Any]:
-        kind = TEXTURE_KINDS[int(self.kind[i])]
-        out: dict[str, Any] = {"kind": kind, "color_a": self.color_a[i].tolist()}
-        if kind != "solid":
-            angle, freq, pu, pv = self.pattern[i].tolist()
-            out.update(color_b=self.color_b[i].tolist(), angle=angle, frequency=freq, phase=[pu, pv])
-        if kind == "noise":
-            out["lattice"] = self.lattice[i, 0].tolist()
+    def records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per sample: ``kind``, ``color_a``, and for patterns ``color_b``,
+        ``angle``, ``frequency``, ``phase`` (and ``seed`` for noise)."""
+        kinds, a, b, pattern, seed = self.kind.tolist(), self.color_a.tolist(), self.color_b.tolist(), self.pattern.tolist(), self.seed.tolist()
+        out = []
+        for i, k in enumerate(kinds):
+            kind = TEXTURE_KINDS[k]
+            rec: dict[str, Any] = {"kind": kind, "color_a": a[i]}
+            if kind != "solid":
+                angle, freq, pu, pv = pattern[i]
+                rec.update(color_b=b[i], angle=angle, frequency=freq, phase=[pu, pv])
+            if kind == "noise":
+                rec["seed"] = seed[i]
+            out.append(rec)
         return out
 
     @classmethod
@@ -268,7 +278,7 @@ class TextureParams:
         a = torch.zeros(n, channels)
         b = torch.zeros(n, channels)
         pattern = torch.zeros(n, 4)
-        lattice = torch.zeros(n, 1, NOISE_LATTICE, NOISE_LATTICE)
+        seed = torch.zeros(n, dtype=torch.long)
         for i, r in enumerate(recs):
             k = r.get("kind")
             if k not in TEXTURE_KINDS:
@@ -281,8 +291,8 @@ class TextureParams:
                 pattern[i, 1] = _num(r, "frequency", f"[{i}].{where}")
                 pattern[i, 2:] = _vec(r, "phase", 2, f"[{i}].{where}")
             if k == "noise":
-                lattice[i, 0] = _vec(r, "lattice", (NOISE_LATTICE, NOISE_LATTICE), f"[{i}].{where}")
-        return cls(kind, a, b, pattern, lattice)
+                seed[i] = _seed(r, "seed", f"[{i}].{where}")
+        return cls(kind, a, b, pattern, seed)
 
 
 @dataclass
@@ -309,7 +319,8 @@ class RenderParams:
             px), noise standard deviation.
         noise_seed: ``Tensor[B]`` long seed of each sample's pixel noise.
         stroke: ``Tensor[B]`` added stroke width per side, in glyph sizes.
-        elastic: ``Tensor[B, 2, E, E]`` displacement (x, y) of the control points, in glyph sizes.
+        elastic: ``Tensor[B]`` largest control-point displacement, in glyph sizes.
+        elastic_seed: ``Tensor[B]`` long seed of the control-point displacements (see :func:`elastic_field`).
     """
 
     glyph: torch.Tensor
@@ -328,6 +339,7 @@ class RenderParams:
     noise_seed: torch.Tensor
     stroke: torch.Tensor
     elastic: torch.Tensor
+    elastic_seed: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.glyph.shape[0])
@@ -384,7 +396,8 @@ def identity_params(glyph: torch.Tensor, label: torch.Tensor, channels: int, con
         augment=augment,
         noise_seed=torch.zeros(n, dtype=torch.long),
         stroke=torch.zeros(n),
-        elastic=torch.zeros(n, 2, ELASTIC_GRID, ELASTIC_GRID),
+        elastic=torch.zeros(n),
+        elastic_seed=torch.zeros(n, dtype=torch.long),
     )
 
 
@@ -419,48 +432,57 @@ def _vec(rec: dict[str, Any], key: str, shape: int | tuple[int, ...], where: str
     return t
 
 
+def _seed(rec: dict[str, Any], key: str, where: str) -> int:
+    v = rec.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+        raise InputError(f"expected a non-negative integer seed, got {v!r}", field=f"{where}.{key}")
+    return v
+
+
 def params_to_records(params: RenderParams, glyph_keys: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
     """One JSON-ready dict per sample. A variation's entry is present only where it applied.
 
     ``glyph_keys[i]`` names glyph ``i`` (see :attr:`~synthloop.render.glyphs.Glyph.key`). Float32
     values are written as doubles, so they read back exactly.
     """
+    flags, glyph, label = params.flags.tolist(), params.glyph.tolist(), params.label.tolist()
+    fill, background = params.fill.records(), params.background.records()
+    lighting, light_color = params.lighting.tolist(), params.light_color.tolist()
+    bg_kind, camera, augment, seeds = params.background_kind.tolist(), params.camera.tolist(), params.augment.tolist(), params.noise_seed.tolist()
+    occluders, occluder_color = params.occluders.tolist(), params.occluder_color.tolist()
+    stroke, elastic, elastic_seed = params.stroke.tolist(), params.elastic.tolist(), params.elastic_seed.tolist()
     out = []
     for i in range(len(params)):
-        on = {name: bool(params.flags[i, k]) for k, name in enumerate(VARIATIONS)}
-        rec: dict[str, Any] = {"glyph": dict(glyph_keys[int(params.glyph[i])]), "label": int(params.label[i])}
-        rec["fill"] = params.fill.record(i)
+        on = dict(zip(VARIATIONS, flags[i]))
+        rec: dict[str, Any] = {"glyph": dict(glyph_keys[glyph[i]]), "label": label[i], "fill": fill[i]}
         if on["lighting"]:
-            az, el, inten, amb, relief, soft = params.lighting[i].tolist()
-            rec["lighting"] = {"azimuth": az, "elevation": el, "intensity": inten, "ambient": amb, "relief": relief, "softness": soft, "color": params.light_color[i].tolist()}
-        kind = BACKGROUND_KINDS[int(params.background_kind[i])]
+            rec["lighting"] = dict(zip(("azimuth", "elevation", "intensity", "ambient", "relief", "softness"), lighting[i])) | {"color": light_color[i]}
+        kind = BACKGROUND_KINDS[bg_kind[i]]
         if kind == "photo":
             rec["background"] = {"kind": "photo", "photo": dict(params.photo[i] or {})}
         elif kind == "texture":
-            tex = params.background.record(i)
+            tex = dict(background[i])
             rec["background"] = {"kind": "texture", "pattern": tex.pop("kind"), **tex}
         else:
-            rec["background"] = {"kind": "plain", "color": params.background.color_a[i].tolist()}
+            rec["background"] = {"kind": "plain", "color": background[i]["color_a"]}
         if on["camera"]:
-            yaw, pitch, roll, focal = params.camera[i].tolist()
-            rec["camera"] = {"yaw": yaw, "pitch": pitch, "roll": roll, "focal": focal}
+            rec["camera"] = dict(zip(("yaw", "pitch", "roll", "focal"), camera[i]))
         if on["occlusion"]:
-            occ = []
-            for k in range(params.occluders.shape[1]):
-                active, shape, cx, cy, w, h, angle = params.occluders[i, k].tolist()
-                if active > 0:
-                    occ.append({"shape": OCCLUDER_SHAPES[int(shape)], "center": [cx, cy], "size": [w, h], "angle": angle, "color": params.occluder_color[i, k].tolist()})
-            rec["occlusion"] = occ
+            rec["occlusion"] = [
+                {"shape": OCCLUDER_SHAPES[int(shape)], "center": [cx, cy], "size": [w, h], "angle": angle, "color": color}
+                for (active, shape, cx, cy, w, h, angle), color in zip(occluders[i], occluder_color[i])
+                if active > 0
+            ]
         if on["augment"]:
-            zoom, dx, dy, shear, contrast, bright, gx, gy, blur, noise = params.augment[i].tolist()
+            zoom, dx, dy, shear, contrast, bright, gx, gy, blur, noise = augment[i]
             rec["augment"] = {
                 "zoom": zoom, "shift": [dx, dy], "shear": shear, "contrast": contrast, "brightness": bright,
-                "illumination": [gx, gy], "blur": blur, "noise": noise, "noise_seed": int(params.noise_seed[i]),
+                "illumination": [gx, gy], "blur": blur, "noise": noise, "noise_seed": seeds[i],
             }  # fmt: skip
         if on["stroke"]:
-            rec["stroke"] = float(params.stroke[i])
+            rec["stroke"] = stroke[i]
         if on["elastic"]:
-            rec["elastic"] = params.elastic[i].tolist()
+            rec["elastic"] = {"magnitude": elastic[i], "seed": elastic_seed[i]}
         rec["variations"] = [name for name in VARIATIONS if on[name]]
         out.append(rec)
     return out
@@ -530,11 +552,12 @@ def params_from_records(records: Sequence[dict[str, Any]], glyph_index, channels
             vals = [_num(a, "zoom", f"{w}.augment"), sh[0], sh[1], _num(a, "shear", f"{w}.augment"), _num(a, "contrast", f"{w}.augment"),
                     _num(a, "brightness", f"{w}.augment"), il[0], il[1], _num(a, "blur", f"{w}.augment"), _num(a, "noise", f"{w}.augment")]  # fmt: skip
             p.augment[i] = torch.tensor([float(v) for v in vals])
-            p.noise_seed[i] = int(_num(a, "noise_seed", f"{w}.augment"))
+            p.noise_seed[i] = _seed(a, "noise_seed", f"{w}.augment")
         if "stroke" in r:
             p.stroke[i] = _num(r, "stroke", w)
         if "elastic" in r:
-            p.elastic[i] = _vec(r, "elastic", (2, ELASTIC_GRID, ELASTIC_GRID), w)
+            p.elastic[i] = _num(r["elastic"], "magnitude", f"{w}.elastic")
+            p.elastic_seed[i] = _seed(r["elastic"], "seed", f"{w}.elastic")
     return p
 
 
@@ -581,14 +604,14 @@ def _sample_texture(g: torch.Generator, n: int, channels: int, kinds: Sequence[s
     a = _colors(g, (n,), channels, luma, saturation)
     b = _colors(g, (n,), channels, luma, saturation)
     pattern = torch.stack([_uniform(g, n, (0.0, 360.0)), _uniform(g, n, frequency), torch.rand(n, generator=g), torch.rand(n, generator=g)], 1)
-    lattice = torch.rand(n, 1, NOISE_LATTICE, NOISE_LATTICE, generator=g)
+    seed = torch.randint(0, _SEED_HIGH, (n,), generator=g)
     solid = kind == TEXTURE_KINDS.index("solid")
     return TextureParams(
         kind=kind,
         color_a=a,
         color_b=_where(solid, a, b),
         pattern=_where(solid, torch.zeros_like(pattern), pattern),
-        lattice=_where(kind == TEXTURE_KINDS.index("noise"), lattice, torch.zeros_like(lattice)),
+        seed=torch.where(kind == TEXTURE_KINDS.index("noise"), seed, torch.zeros_like(seed)),
     )
 
 
@@ -676,9 +699,8 @@ def _s_stroke(p: RenderParams, cfg: StrokeConfig, on: torch.Tensor, g: torch.Gen
 
 def _s_elastic(p: RenderParams, cfg: ElasticConfig, on: torch.Tensor, g: torch.Generator, ctx: dict[str, Any]) -> None:
     n = len(p)
-    magnitude = _uniform(g, n, cfg.magnitude).view(n, 1, 1, 1)
-    field = (2.0 * torch.rand(n, 2, ELASTIC_GRID, ELASTIC_GRID, generator=g) - 1.0) * magnitude
-    p.elastic = _where(on, field, p.elastic)
+    p.elastic = _where(on, _uniform(g, n, cfg.magnitude), p.elastic)
+    p.elastic_seed = torch.where(on, torch.randint(0, _SEED_HIGH, (n,), generator=g), p.elastic_seed)
 
 
 _SAMPLERS = {
@@ -984,7 +1006,7 @@ def _direction(angle_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _f32(torch.cos(rad)).view(-1, 1, 1), _f32(torch.sin(rad)).view(-1, 1, 1)
 
 
-def _pattern(kind: str, x: torch.Tensor, y: torch.Tensor, pattern: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
+def _pattern(kind: str, x: torch.Tensor, y: torch.Tensor, pattern: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     """Pattern value in [0, 1] at coordinates ``x``, ``y`` ``(B, H, W)`` (the pattern's unit: the
     glyph or the canvas spans [-1, 1]). Built from exact arithmetic only (no per-pixel sin/exp),
     so a sample's pixels do not depend on the batch it is rendered in."""
@@ -1003,7 +1025,7 @@ def _pattern(kind: str, x: torch.Tensor, y: torch.Tensor, pattern: torch.Tensor,
         return torch.remainder(u + v, 2.0)
     if kind == "noise":
         grid = torch.stack([x, y], -1)
-        return F.grid_sample(lattice, grid, mode="bicubic", padding_mode="border", align_corners=True)[:, 0].clamp(0.0, 1.0)
+        return F.grid_sample(noise_lattice(seed), grid, mode="bicubic", padding_mode="border", align_corners=True)[:, 0].clamp(0.0, 1.0)
     raise ValueError(f"unknown texture kind {kind!r}")
 
 
@@ -1017,7 +1039,7 @@ def _texture(tex: TextureParams, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
         if k == 0:
             continue
         idx = (tex.kind == k).nonzero().flatten()
-        t[idx] = _pattern(TEXTURE_KINDS[k], x[idx], y[idx], tex.pattern[idx], tex.lattice[idx])
+        t[idx] = _pattern(TEXTURE_KINDS[k], x[idx], y[idx], tex.pattern[idx], tex.seed[idx])
     b = tex.color_b[:, :, None, None]
     return a + (b - a) * t.unsqueeze(1)
 
@@ -1139,10 +1161,24 @@ def _occluder_coverage(occ: torch.Tensor, qx: torch.Tensor, qy: torch.Tensor, gl
     return (0.5 - dist * float(supersample)).clamp(0.0, 1.0).unsqueeze(1)
 
 
-def _noise(seeds: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Standard normal noise ``Tensor[n, *shape]``, sample ``i`` from its own generator seeded ``seeds[i]``."""
-    fields = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
+def _seeded(seeds: torch.Tensor, shape: tuple[int, ...], draw=torch.rand) -> torch.Tensor:
+    """``Tensor[n, *shape]``: sample ``i`` drawn by ``draw`` from its own generator seeded ``seeds[i]``."""
+    fields = [draw(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
     return torch.stack(fields) if fields else torch.empty(0, *shape)
+
+
+def noise_lattice(seed: torch.Tensor) -> torch.Tensor:
+    """``Tensor[B, 1, L, L]`` uniform value-noise lattices of the ``noise`` texture from their seeds."""
+    return _seeded(seed, (1, NOISE_LATTICE, NOISE_LATTICE))
+
+
+def elastic_field(magnitude: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """``Tensor[B, 2, E, E]`` control-point displacements (x, y; glyph sizes), uniform in
+    ``[-magnitude, magnitude]``; zero where ``magnitude`` is 0."""
+    field = torch.zeros(magnitude.shape[0], 2, ELASTIC_GRID, ELASTIC_GRID)
+    on = (magnitude != 0).nonzero().flatten()
+    field[on] = (2.0 * _seeded(seed[on], (2, ELASTIC_GRID, ELASTIC_GRID)) - 1.0) * magnitude[on].view(-1, 1, 1, 1)
+    return field
 
 
 def apply(params: RenderParams, stage: Stage, photos: PhotoSource | None = None) -> Rendered:
@@ -1179,7 +1215,7 @@ def apply(params: RenderParams, stage: Stage, photos: PhotoSource | None = None)
     gx = torch.where(front, 2.0 * u / G - 1.0, torch.full_like(u, 4.0))
     gy = torch.where(front, 2.0 * v / G - 1.0, torch.full_like(v, 4.0))
     if bool(params.enabled("elastic").any()):
-        field = params.elastic * (2.0 * float(stage.fill))  # glyph sizes -> normalised tile units
+        field = elastic_field(params.elastic, params.elastic_seed) * (2.0 * float(stage.fill))  # glyph sizes -> normalised tile units
         disp = F.grid_sample(field, torch.stack([gx, gy], -1), mode="bicubic", padding_mode="border", align_corners=True)
         gx, gy = gx + disp[:, 0], gy + disp[:, 1]
 
@@ -1245,5 +1281,5 @@ def _photometric(x: torch.Tensor, augment: torch.Tensor, seeds: torch.Tensor) ->
     sigma = augment[:, 9]
     noisy = (sigma > 0).nonzero().flatten()
     if len(noisy):
-        x[noisy] = x[noisy] + sigma[noisy].view(-1, 1, 1, 1) * _noise(seeds[noisy], (C, H, W))
+        x[noisy] = x[noisy] + sigma[noisy].view(-1, 1, 1, 1) * _seeded(seeds[noisy], (C, H, W), torch.randn)
     return x.clamp(0.0, 1.0)

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
@@ -114,3 +115,15 @@ def test_output_folder_is_replaced_only_with_overwrite(tmp_path):
     assert res.exit_code == 0, res.output
     assert not (out / "stale.txt").exists() and len(list(out.glob("images/*/*.png"))) == 3
     assert not list(tmp_path.glob(".out.*"))
+
+
+@pytest.mark.slow  # spawns two worker processes, each importing torch
+def test_worker_processes_write_the_same_dataset(tmp_path):
+    cfg = _config(tmp_path, count=12, batch_size=4)
+    assert _render(cfg, "--out", tmp_path / "one").exit_code == 0
+    res = _render(cfg, "output.workers=2", "--out", tmp_path / "two")
+    assert res.exit_code == 0, res.output
+    for name in ("params.jsonl", "annotations.json"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
+    one = sorted((tmp_path / "one").glob("images/*/*.png"))
+    assert len(one) == 12 and all(p.read_bytes() == (tmp_path / "two" / p.relative_to(tmp_path / "one")).read_bytes() for p in one)

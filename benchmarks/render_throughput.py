@@ -1,0 +1,111 @@
+"""Throughput of the glyph renderer (``synthloop.render``), per set of latent variations.
+
+The sets follow MrGAN's Table 1 (texture, + lighting, + background, + camera views, + 2D
+augmentation), then every variation (adding occlusion, stroke width and elastic distortion).
+For each set it measures images per second rendered in memory (``sample`` + ``apply``, batches
+of ``--batch``) and, for the plain and full sets, written to disk by ``write_dataset`` (PNG
+files, COCO, params.jsonl; renderer set-up excluded and reported separately).
+
+    .venv/bin/python benchmarks/render_throughput.py            # writes benchmarks/results/render_throughput.json
+    .venv/bin/python benchmarks/render_throughput.py --quick    # fewer images, for a smoke test
+
+The target is 2,000 images/s at 28x28 grey with every variation on, on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _render_util import write_result  # noqa: E402
+
+from synthloop.render import VARIATIONS, Renderer, RenderConfig, write_dataset  # noqa: E402
+
+CUMULATIVE = ("texture", "lighting", "background", "camera", "augment")
+SETS: list[tuple[str, tuple[str, ...]]] = [("none", ())]
+SETS += [("+".join(CUMULATIVE[: k + 1]), CUMULATIVE[: k + 1]) for k in range(len(CUMULATIVE))]
+SETS += [("all", VARIATIONS)]
+TARGET = 2000.0
+
+
+def config(on: tuple[str, ...], **kw) -> RenderConfig:
+    return RenderConfig(**{v: {"enabled": v in on} for v in VARIATIONS}, **kw)
+
+
+def in_memory(cfg: RenderConfig, images: int, batch: int) -> dict:
+    t0 = time.perf_counter()
+    r = Renderer(cfg)
+    setup = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(0)
+    r.render(batch, g)  # warm-up: decodes photos, builds dilation levels
+    done, t0 = 0, time.perf_counter()
+    while done < images:
+        r.render(batch, g)
+        done += batch
+    dt = time.perf_counter() - t0
+    return {"images": done, "seconds": round(dt, 3), "images_per_s": round(done / dt, 1), "setup_s": round(setup, 3)}
+
+
+def with_writing(cfg: RenderConfig, images: int, batch: int) -> dict:
+    cfg = cfg.model_copy(update={"count": images, "batch_size": batch})
+    t0 = time.perf_counter()
+    Renderer(cfg)  # the set-up write_dataset repeats (fonts are cached by then; photos are not)
+    setup = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_dataset(cfg, Path(tmp) / "out")
+        dt = time.perf_counter() - t0
+    return {"images": images, "seconds": round(dt, 3), "images_per_s": round(images / max(dt - setup, 1e-9), 1), "images_per_s_incl_setup": round(images / dt, 1), "setup_s": round(setup, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=20480, help="images per in-memory measurement")
+    ap.add_argument("--write-images", type=int, default=10240, help="images per write measurement")
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the target is for 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="2048 / 1024 images")
+    ap.add_argument("--no-save", action="store_true", help="print only")
+    args = ap.parse_args()
+    if args.quick:
+        args.images, args.write_images = 2048, 1024
+    torch.set_num_threads(args.threads)
+
+    figures = []
+    grey = {"size": (28, 28), "channels": 1}
+    for name, on in SETS:
+        row = {"set": name, "variations": list(on), "size": [28, 28], "channels": 1, "batch": args.batch}
+        row["in_memory"] = in_memory(config(on, **grey), args.images, args.batch)
+        if name in ("none", "all"):
+            row["written"] = with_writing(config(on, **grey), args.write_images, args.batch)
+        figures.append(row)
+        written = f"  written {row['written']['images_per_s']:>8.0f}/s" if "written" in row else ""
+        print(f"{name:50s} in memory {row['in_memory']['images_per_s']:>8.0f}/s{written}", flush=True)
+    rgb = {"set": "all", "variations": list(VARIATIONS), "size": [64, 64], "channels": 3, "batch": 256, "supersample": 2}
+    rgb["in_memory"] = in_memory(config(VARIATIONS, size=(64, 64), channels=3, supersample=2), max(args.images // 8, 256), 256)
+    figures.append(rgb)
+    print(f"{'all, 64x64 RGB, 2x supersampled':50s} in memory {rgb['in_memory']['images_per_s']:>8.0f}/s")
+
+    full = next(f for f in figures if f["set"] == "all" and f["channels"] == 1)
+    summary = {
+        "target_images_per_s": TARGET,
+        "all_in_memory_images_per_s": full["in_memory"]["images_per_s"],
+        "all_written_images_per_s": full["written"]["images_per_s"],
+        "meets_target_in_memory": full["in_memory"]["images_per_s"] >= TARGET,
+        "meets_target_written": full["written"]["images_per_s"] >= TARGET,
+    }
+    print(summary)
+    if not args.no_save:
+        path = write_result("render_throughput", {"benchmark": "render_throughput", "threads": args.threads, "summary": summary, "figures": figures})
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
