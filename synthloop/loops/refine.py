@@ -177,9 +177,10 @@ class PixelDAConfig(Config):
     """PixelDA (Bousmalis et al. 2017).
 
     Optimiser as in the paper: Adam, lr 1e-3, beta1 0.5, multiplied by 0.95 every 20,000 steps;
-    batch 32. Loss weights: ``alpha`` (domain), ``beta`` (task), ``gamma`` (content), the paper's
-    LineMOD values. ``task_on_source`` also trains T on the unrefined source images (the paper's
-    task loss has both terms).
+    batch 32. Loss weights: ``alpha`` (domain), ``beta`` (task), ``gamma`` (content), set to the
+    LineMOD values the paper reports (its MNIST experiments have no object masks). The authors'
+    released code defaults to 1, 1 and 0 instead; tune them per data set. ``task_on_source`` also
+    trains T on the unrefined source images (the paper's task loss has both terms).
     """
 
     generator: PixelDAGeneratorConfig = Field(default_factory=PixelDAGeneratorConfig)
