@@ -53,3 +53,11 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     except KeyError:
         raise InputError(f"unknown model {name!r}; registered models: {', '.join(list_models())}", field="model") from None
     return factory(**kwargs)
+
+
+@register_model("small_detector")
+def _small_detector(**kwargs: Any) -> nn.Module:
+    # imported on use: torchvision's detection stack adds about a second to ``import synthloop.models``
+    from synthloop.models.detection import SmallDetector
+
+    return SmallDetector(**kwargs)

@@ -18,6 +18,10 @@ def _inputs(name, gen):
         "resnet_generator": lambda: (torch.rand(b, 1, 28, 28, generator=gen),),
         "pixelda_generator": lambda: (torch.rand(b, 1, 28, 28, generator=gen), torch.rand(b, 10, generator=gen) * 2 - 1),
         "small_resnet": lambda: (torch.rand(b, 1, 28, 28, generator=gen),),
+        "small_detector": lambda: (
+            list(torch.rand(2, 3, 128, 128, generator=gen)),
+            [{"boxes": torch.tensor([[10.0, 12.0, 30.0, 50.0]]), "labels": torch.tensor([3])}] * 2,
+        ),
     }[name]()
 
 
@@ -25,6 +29,7 @@ def test_expected_models_are_registered():
     assert list_models() == sorted(
         ["mnist_classifier", "mnist_classifier_deep", "mnist_synthesizer", "scene_synthesizer", "patch_discriminator"]
         + ["resnet_generator", "pixelda_generator", "small_resnet"]
+        + ["small_detector"]
     )
 
 
