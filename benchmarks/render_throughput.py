@@ -4,7 +4,8 @@ The sets follow MrGAN's Table 1 (texture, + lighting, + background, + camera vie
 augmentation), then every variation (adding occlusion, stroke width and elastic distortion).
 For each set it measures images per second rendered in memory (``sample`` + ``apply``, batches
 of ``--batch``) and, for the plain and full sets, written to disk by ``write_dataset`` (PNG
-files, COCO, params.jsonl; renderer set-up excluded and reported separately).
+files, COCO, params.jsonl) in one process (renderer set-up excluded, reported separately) and
+with ``output.workers=2`` (two spawned processes; their start-up included).
 
     .venv/bin/python benchmarks/render_throughput.py            # writes benchmarks/results/render_throughput.json
     .venv/bin/python benchmarks/render_throughput.py --quick    # fewer images, for a smoke test
@@ -53,8 +54,8 @@ def in_memory(cfg: RenderConfig, images: int, batch: int) -> dict:
     return {"images": done, "seconds": round(dt, 3), "images_per_s": round(done / dt, 1), "setup_s": round(setup, 3)}
 
 
-def with_writing(cfg: RenderConfig, images: int, batch: int) -> dict:
-    cfg = cfg.model_copy(update={"count": images, "batch_size": batch})
+def with_writing(cfg: RenderConfig, images: int, batch: int, workers: int = 1) -> dict:
+    cfg = cfg.model_copy(update={"count": images, "batch_size": batch, "output": cfg.output.model_copy(update={"workers": workers})})
     t0 = time.perf_counter()
     Renderer(cfg)  # the set-up write_dataset repeats (fonts are cached by then; photos are not)
     setup = time.perf_counter() - t0
@@ -62,7 +63,14 @@ def with_writing(cfg: RenderConfig, images: int, batch: int) -> dict:
         t0 = time.perf_counter()
         write_dataset(cfg, Path(tmp) / "out")
         dt = time.perf_counter() - t0
-    return {"images": images, "seconds": round(dt, 3), "images_per_s": round(images / max(dt - setup, 1e-9), 1), "images_per_s_incl_setup": round(images / dt, 1), "setup_s": round(setup, 3)}
+    return {
+        "images": images,
+        "workers": workers,
+        "seconds": round(dt, 3),
+        "images_per_s": round(images / max(dt - setup, 1e-9), 1),
+        "images_per_s_incl_setup": round(images / dt, 1),
+        "setup_s": round(setup, 3),
+    }
 
 
 def main() -> None:
@@ -85,8 +93,11 @@ def main() -> None:
         row["in_memory"] = in_memory(config(on, **grey), args.images, args.batch)
         if name in ("none", "all"):
             row["written"] = with_writing(config(on, **grey), args.write_images, args.batch)
+            row["written_2_workers"] = with_writing(config(on, **grey), args.write_images, args.batch, workers=2)
         figures.append(row)
-        written = f"  written {row['written']['images_per_s']:>8.0f}/s" if "written" in row else ""
+        written = ""
+        if "written" in row:
+            written = f"  written {row['written']['images_per_s']:>8.0f}/s  (2 workers {row['written_2_workers']['images_per_s_incl_setup']:>6.0f}/s incl. start-up)"
         print(f"{name:50s} in memory {row['in_memory']['images_per_s']:>8.0f}/s{written}", flush=True)
     rgb = {"set": "all", "variations": list(VARIATIONS), "size": [64, 64], "channels": 3, "batch": 256, "supersample": 2}
     rgb["in_memory"] = in_memory(config(VARIATIONS, size=(64, 64), channels=3, supersample=2), max(args.images // 8, 256), 256)
@@ -98,8 +109,9 @@ def main() -> None:
         "target_images_per_s": TARGET,
         "all_in_memory_images_per_s": full["in_memory"]["images_per_s"],
         "all_written_images_per_s": full["written"]["images_per_s"],
+        "all_written_2_workers_images_per_s_incl_setup": full["written_2_workers"]["images_per_s_incl_setup"],
         "meets_target_in_memory": full["in_memory"]["images_per_s"] >= TARGET,
-        "meets_target_written": full["written"]["images_per_s"] >= TARGET,
+        "meets_target_written": max(full["written"]["images_per_s"], full["written_2_workers"]["images_per_s_incl_setup"]) >= TARGET,
     }
     print(summary)
     if not args.no_save:

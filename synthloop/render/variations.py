@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from synthloop.compose.config import RangeChecked
+from synthloop.config import Config
 from synthloop.errors import InputError
 from synthloop.functional.color import LUMA
 from synthloop.utils.seeding import make_generator
@@ -73,7 +74,9 @@ _SEED_HIGH = 2**53  # seeds stay exact through JSON readers that parse numbers a
 
 Range = tuple[float, float]
 IntRange = tuple[int, int]
-Color = tuple[float, float, float]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+UnitRange = tuple[Unit, Unit]
+Color = tuple[Unit, Unit, Unit]
 TextureKind = Literal["solid", "gradient", "stripes", "checker", "noise"]
 OccluderShape = Literal["rect", "ellipse", "line"]
 
@@ -91,8 +94,8 @@ class VariationSwitch(RangeChecked):
 
 class TextureConfig(VariationSwitch):
     kinds: list[TextureKind] = Field(default_factory=lambda: list(TEXTURE_KINDS), min_length=1)
-    luma: Range = Field((0.6, 1.0), description="brightness of the fill colours")
-    saturation: Range = (0.2, 1.0)  # RGB only
+    luma: UnitRange = Field((0.6, 1.0), description="brightness of the fill colours")
+    saturation: UnitRange = (0.2, 1.0)  # RGB only
     frequency: Range = Field((1.0, 4.0), description="stripes/checker cycles across the glyph")
     base_color: Color = Field((1.0, 1.0, 1.0), description="the fill when texture is off")
 
@@ -101,20 +104,20 @@ class LightingConfig(VariationSwitch):
     azimuth: Range = (0.0, 360.0)  # degrees, counter-clockwise from +x on screen
     elevation: Range = (25.0, 75.0)  # degrees above the glyph plane
     intensity: Range = Field((0.7, 1.3), description="brightness of a flat lit surface")
-    ambient: Range = Field((0.15, 0.5), description="share of light that ignores the surface normal")
+    ambient: UnitRange = Field((0.15, 0.5), description="share of light that ignores the surface normal")
     relief: Range = Field((1.0, 3.0), description="height of the glyph's relief, in output pixels")
     softness: Range = Field((0.6, 1.4), description="sigma of the height map's blur, in output pixels")
-    saturation: Range = (0.0, 0.3)  # of the light's colour (RGB only)
+    saturation: UnitRange = (0.0, 0.3)  # of the light's colour (RGB only)
 
 
 class BackgroundConfig(VariationSwitch):
     kinds: dict[Literal["plain", "texture", "photo"], float] = Field(default_factory=lambda: {"plain": 1.0, "texture": 1.0, "photo": 1.0})
-    luma: Range = Field((0.0, 0.4), description="brightness of plain and pattern colours")
-    saturation: Range = (0.2, 1.0)
+    luma: UnitRange = Field((0.0, 0.4), description="brightness of plain and pattern colours")
+    saturation: UnitRange = (0.2, 1.0)
     texture_kinds: list[TextureKind] = Field(default_factory=lambda: ["gradient", "stripes", "checker", "noise"], min_length=1)
     frequency: Range = Field((1.0, 6.0), description="pattern cycles across the canvas")
     photo_sources: list[str] = Field(default_factory=lambda: ["photos"], description="BackgroundBank sources: 'photos' (bundled) or image folders/files")
-    photo_scale: Range = Field((0.05, 0.5), description="crop area as a fraction of the photo's area")
+    photo_scale: UnitRange = Field((0.05, 0.5), description="crop area as a fraction of the photo's area")
     base_color: Color = Field((0.0, 0.0, 0.0), description="the background when this variation is off")
 
     @model_validator(mode="after")
@@ -143,8 +146,8 @@ class OcclusionConfig(VariationSwitch):
     size: Range = Field((0.15, 0.45), description="occluder width and height, in glyph sizes")
     line_width: Range = Field((0.05, 0.12), description="line thickness, in glyph sizes")
     spread: float = Field(0.45, ge=0.0, description="occluder centres lie within +-spread glyph sizes of the glyph centre")
-    luma: Range = (0.0, 1.0)
-    saturation: Range = (0.0, 1.0)
+    luma: UnitRange = (0.0, 1.0)
+    saturation: UnitRange = (0.0, 1.0)
 
     @model_validator(mode="after")
     def _count(self) -> "OcclusionConfig":
@@ -179,7 +182,7 @@ class ElasticConfig(VariationSwitch):
     magnitude: Range = Field((0.02, 0.06), description="largest control-point displacement, in glyph sizes")
 
 
-class VariationConfig(RangeChecked):
+class VariationConfig(Config):
     """The eight latent variations, each switchable (``<name>.enabled``) with its ranges."""
 
     texture: TextureConfig = Field(default_factory=TextureConfig)

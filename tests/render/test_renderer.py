@@ -257,3 +257,9 @@ def test_bad_records_name_the_field(photo_dir):
         r.from_records([{**rec, "glyph": {"font": "nope.ttf", "char": "3"}}])
     with pytest.raises(InputError, match=r"\[0\]\.camera\.yaw"):
         r.from_records([{**rec, "variations": ["camera"], "camera": {"yaw": "x", "pitch": 0, "roll": 0, "focal": 2}}])
+
+
+def test_config_accepts_non_square_sizes_and_checks_colours():
+    assert RenderConfig(size=(40, 28)).size == (40, 28)
+    with pytest.raises(ConfigError, match="base_color"):
+        build_config(RenderConfig, {"texture": {"base_color": [1.0, 2.0, 0.0]}})
