@@ -119,6 +119,10 @@ def poisson_blend(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarr
     dstp = cv2.copyMakeBorder(dst, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     m = cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     x, y, w, h = cv2.boundingRect(m)
+    if w < 3 or h < 3:
+        # seamlessClone fails on a mask less than 3 px wide or tall (OpenCV 4.x/5.0: "!fixedSize()
+        # in function 'release'"); such a sliver has no interior to solve for: paste it hard
+        return _mix(fg, (alpha > 0.5).astype(np.float32), bg)
     res = cv2.seamlessClone(src, dstp, m, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
     res = res[pad:-pad, pad:-pad, :C].astype(np.float32) / 255.0
     return res

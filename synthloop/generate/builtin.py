@@ -8,6 +8,7 @@ reserves nothing for 0, but many detectors treat label 0 as background).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cv2
@@ -26,6 +27,20 @@ def random_tints(n: int, generator: torch.Generator) -> np.ndarray:
     u = torch.rand(n, 3, generator=generator, dtype=torch.float64).numpy()
     hsv = np.stack([u[:, 0] * 360.0, 0.6 + 0.4 * u[:, 1], 0.75 + 0.25 * u[:, 2]], 1).astype(np.float32)
     return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_uint8(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``uint8 (N, 28, 28)`` digits and labels of a split, decoded once per process (read-only)."""
+    from synthloop.data.mnist import load_mnist
+
+    images, labels = load_mnist(split)  # type: ignore[arg-type]
+    # load_mnist gives x / 256 with x the stored integer: recover it exactly
+    digits = (images[:, 0] * 256.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    labels_np = labels.numpy()
+    digits.setflags(write=False)
+    labels_np.setflags(write=False)
+    return digits, labels_np
 
 
 class MnistDigits:
@@ -60,13 +75,9 @@ class MnistDigits:
     @classmethod
     def load(cls, seed: int, *, limit: int | None = None, split: str = "train") -> "MnistDigits":
         """The MNIST ``split`` digits (the first ``limit`` of them) with tints drawn from ``seed``."""
-        from synthloop.data.mnist import load_mnist
-
-        images, labels = load_mnist(split)  # type: ignore[arg-type]
+        digits, labels = _mnist_uint8(split)
         if limit is not None:
-            images, labels = images[:limit], labels[:limit]
-        # the exact uint8 values: load_mnist gives x / 256 with x an integer
-        digits = (images[:, 0] * 256.0).round().clamp_(0, 255).to(torch.uint8).numpy()
+            digits, labels = digits[:limit], labels[:limit]
         return cls(digits, labels, random_tints(len(labels), make_generator(seed, "mnist-tints")))
 
     def __len__(self) -> int:

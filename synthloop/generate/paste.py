@@ -220,14 +220,12 @@ def _start_worker(cfg: PasteConfig, out_dir: Path) -> _Worker:
     return _Worker(cfg, out_dir, assets, shard)
 
 
-def _pool_init(cfg_data: dict[str, Any], out_dir: str) -> None:
+def _pool_run(cfg_data: dict[str, Any], out_dir: str, indices: list[int]) -> int:
+    """A worker process's task. Assets are decoded on the first task (not in a pool initializer,
+    so that a bad asset is an exception in the parent rather than a broken pool)."""
     global _WORKER
-    _init_process()
-    _WORKER = _start_worker(PasteConfig.model_validate(cfg_data), Path(out_dir))
-
-
-def _pool_run(indices: list[int]) -> int:
-    assert _WORKER is not None
+    if _WORKER is None:
+        _WORKER = _start_worker(PasteConfig.model_validate(cfg_data), Path(out_dir))
     return _WORKER.run(indices)
 
 
@@ -417,17 +415,26 @@ def _run_here(cfg: PasteConfig, out_dir: Path, todo: list[int], count: int, tota
 
 
 def _run_pool(cfg: PasteConfig, out_dir: Path, todo: list[int], workers: int, count: int, total: int, progress) -> int:
-    ctx = _mp_context()
-    # small chunks at first and at the end keep every worker busy; interleaving is irrelevant to
-    # the output, which is assembled by index
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # small chunks keep every worker busy to the end; the order in which chunks finish does not
+    # matter, the output is assembled by index. A worker that dies (killed, out of memory) makes
+    # the executor raise BrokenProcessPool instead of hanging.
     size = max(1, min(cfg.chunk_size, len(todo) // (workers * 4) or 1))
-    with ctx.Pool(workers, initializer=_pool_init, initargs=(resolved_dict(cfg), str(out_dir))) as pool:
-        for n in pool.imap_unordered(_pool_run, list(_chunks(todo, size))):
-            count += n
-            if progress is not None:
-                progress(count, total)
-        pool.close()
-        pool.join()
+    cfg_data, out = resolved_dict(cfg), str(out_dir)
+    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_process) as pool:
+        pending = {pool.submit(_pool_run, cfg_data, out, chunk) for chunk in _chunks(todo, size)}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    count += fut.result()
+                if progress is not None:
+                    progress(count, total)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
     return count
 
 
