@@ -59,7 +59,10 @@ from synthloop.utils.seeding import make_generator
 TILE_FILL = 0.75
 """Fraction of a glyph tile its longer side spans (the margin leaves room for thicker strokes)."""
 TILE_OVERSAMPLE = 1.5
-"""Glyph tile pixels per output sample at the nominal glyph size."""
+"""Glyph tile pixels per output pixel at the nominal glyph size."""
+TILE_MAX = 128
+"""Largest glyph tile side. Larger outputs magnify the tile (bilinear); the cap bounds the atlas
+and its cached stroke-width levels (about 14 MB per level for the 210 bundled digit glyphs)."""
 
 
 class ShapeConfig(Config):
@@ -147,10 +150,14 @@ class Renderer:
         self.glyphs = GlyphSet(fonts, cfg.chars, [(s.name, s.file) for s in cfg.shapes])
         self.photos = PhotoSource(cfg.background.photo_sources, cfg.background.photo_scale) if cfg.uses_photos else None
         H, W = cfg.size
-        samples = cfg.glyph_size * min(H, W) * cfg.supersample
-        tile = max(16, 4 * math.ceil(samples * TILE_OVERSAMPLE / TILE_FILL / 4))
+        glyph_px = cfg.glyph_size * min(H, W)
+        tile = min(TILE_MAX, max(16, 4 * math.ceil(glyph_px * TILE_OVERSAMPLE / TILE_FILL / 4)))
         tiles, centers = self.glyphs.atlas(tile, TILE_FILL)
         self.stage = Stage(tiles, centers, TILE_FILL, (H, W), cfg.glyph_size, cfg.supersample)
+        if cfg.stroke.enabled and cfg.stroke.p > 0:  # build the stroke-width levels up front
+            lo, hi = (w * TILE_FILL * tile for w in cfg.stroke.width)
+            for k in range(math.floor(min(lo, 0.0)), math.ceil(max(hi, 0.0)) + 1):
+                self.stage.dilated(k)
         self._glyph_labels = self.glyphs.labels
         self._keys = [g.key for g in self.glyphs.glyphs]
 

@@ -105,8 +105,8 @@ class LightingConfig(VariationSwitch):
     elevation: Range = (25.0, 75.0)  # degrees above the glyph plane
     intensity: Range = Field((0.7, 1.3), description="brightness of a flat lit surface")
     ambient: UnitRange = Field((0.15, 0.5), description="share of light that ignores the surface normal")
-    relief: Range = Field((1.0, 3.0), description="height of the glyph's relief, in output pixels")
-    softness: Range = Field((0.6, 1.4), description="sigma of the height map's blur, in output pixels")
+    relief: Range = Field((0.05, 0.15), description="height of the glyph's relief, in glyph sizes")
+    softness: Range = Field((0.03, 0.07), description="sigma of the height map's blur, in glyph sizes")
     saturation: UnitRange = (0.0, 0.3)  # of the light's colour (RGB only)
 
 
@@ -179,7 +179,7 @@ class StrokeConfig(VariationSwitch):
 
 
 class ElasticConfig(VariationSwitch):
-    magnitude: Range = Field((0.02, 0.06), description="largest control-point displacement, in glyph sizes")
+    magnitude: Range = Field((0.03, 0.08), description="largest control-point displacement, in glyph sizes")
 
 
 class VariationConfig(Config):
@@ -307,8 +307,8 @@ class RenderParams:
         label: ``Tensor[B]`` long class label.
         flags: ``Tensor[B, V]`` bool, which of :data:`VARIATIONS` applied to each sample.
         fill: the glyph's :class:`TextureParams`.
-        lighting: ``Tensor[B, 6]`` azimuth, elevation (degrees), intensity, ambient, relief (output
-            px), softness (blur sigma, output px).
+        lighting: ``Tensor[B, 6]`` azimuth, elevation (degrees), intensity, ambient, relief and
+            softness (height and blur sigma of the height map, in glyph sizes).
         light_color: ``Tensor[B, C]``.
         background_kind: ``Tensor[B]`` long, index into :data:`BACKGROUND_KINDS`.
         background: :class:`TextureParams` of plain (``color_a``) and pattern backgrounds.
@@ -1122,8 +1122,9 @@ def gaussian_blur_exact(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.where((sigma <= 0).view(-1, 1, 1, 1), x, out)
 
 
-def _shade(alpha: torch.Tensor, lighting: torch.Tensor, color: torch.Tensor, supersample: int) -> torch.Tensor:
-    """Lambertian shading ``Tensor[B, C, H, W]`` of the height map ``relief * blur(alpha)``.
+def _shade(alpha: torch.Tensor, lighting: torch.Tensor, color: torch.Tensor, glyph_px: float, supersample: int) -> torch.Tensor:
+    """Lambertian shading ``Tensor[B, C, H, W]`` of the height map ``relief * blur(alpha)``
+    (``relief`` and the blur's sigma are in glyph sizes; ``glyph_px`` output pixels each).
 
     Normals come from the height map's central differences (in output pixels); the light comes
     from ``(azimuth, elevation)``. Shading is ``intensity * (ambient + (1 - ambient) * max(0, n.l) / l_z)``
@@ -1132,7 +1133,7 @@ def _shade(alpha: torch.Tensor, lighting: torch.Tensor, color: torch.Tensor, sup
     """
     az, el, intensity, ambient, relief, softness = (lighting[:, k] for k in range(6))
     ss = float(supersample)
-    h = gaussian_blur_exact(alpha, softness * ss) * relief.view(-1, 1, 1, 1)
+    h = gaussian_blur_exact(alpha, softness * (glyph_px * ss)) * (relief * glyph_px).view(-1, 1, 1, 1)
     pad = F.pad(h, (1, 1, 1, 1), mode="replicate")
     hx = (pad[..., 1:-1, 2:] - pad[..., 1:-1, :-2]) * (ss / 2.0)
     hy = (pad[..., 2:, 1:-1] - pad[..., :-2, 1:-1]) * (ss / 2.0)
@@ -1242,7 +1243,7 @@ def apply(params: RenderParams, stage: Stage, photos: PhotoSource | None = None)
 
     lit = params.enabled("lighting").nonzero().flatten()
     if len(lit):
-        shade = _shade(amodal[lit], params.lighting[lit], params.light_color[lit], ss)
+        shade = _shade(amodal[lit], params.lighting[lit], params.light_color[lit], glyph_px, ss)
         img[lit] = (img[lit] * shade).clamp(0.0, 1.0)
 
     mask = amodal

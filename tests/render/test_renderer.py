@@ -167,7 +167,7 @@ def test_light_from_the_left_brightens_left_facing_edges(photo_dir, tmp_path):
     (tmp_path / "bar.png").write_bytes(encode_png(bar))
     r = Renderer(make_config(photo_dir, size=64, chars="", shapes=[{"name": "bar", "file": str(tmp_path / "bar.png")}]))
     p = identity_params(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long), 1)
-    p.lighting[0] = torch.tensor([180.0, 45.0, 0.5, 0.2, 3.0, 1.0])  # azimuth 180: light from the left
+    p.lighting[0] = torch.tensor([180.0, 45.0, 0.5, 0.2, 0.06, 0.025])  # azimuth 180: light from the left
     p.flags[0, VARIATIONS.index("lighting")] = True
     img = r.apply(p).image[0, 0]
     row = img[32]
