@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from synthloop.cli import app
+from synthloop.data.images import load_image
+
+runner = CliRunner()
+TINY = ["num_images=3", "scene.canvas=[48,64]", "instances.limit=200", "backgrounds.sources=[gradient]"]
+
+
+def write_config(tmp_path, text="seed: 3\nscene:\n  objects: [1, 3]\n"):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(text)
+    return cfg
+
+
+def test_paste_then_replay_then_vis(tmp_path):
+    cfg, out = write_config(tmp_path), tmp_path / "out"
+    r = runner.invoke(app, ["paste", str(cfg), *TINY, "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "wrote 3 images" in r.output
+    assert len(list((out / "images").glob("*.jpg"))) == 3 and (out / "annotations.json").is_file()
+    assert json.loads((out / "run.json").read_text())["seed"] == 3
+
+    r = runner.invoke(app, ["replay", str(out), "2", "--out", str(tmp_path / "re.png")])
+    assert r.exit_code == 0, r.output
+    assert "file bytes identical, pixels identical, labels identical" in r.output
+    assert load_image(tmp_path / "re.png").shape == (48, 64, 3)
+
+    (out / "images" / "000002.jpg").write_bytes((out / "images" / "000001.jpg").read_bytes())
+    r = runner.invoke(app, ["replay", str(out), "2"])
+    assert r.exit_code == 1 and "DIFFERENT" in r.output
+
+    r = runner.invoke(app, ["vis", str(out), "--out", str(tmp_path / "sheet.png"), "--n", "2", "--tile", "64"])
+    assert r.exit_code == 0, r.output
+    sheet = load_image(tmp_path / "sheet.png")
+    assert sheet.shape[1] == 2 * 68 + 4 and sheet.std() > 10
+
+
+def test_non_empty_out_needs_resume_or_overwrite(tmp_path):
+    cfg, out = write_config(tmp_path), tmp_path / "out"
+    out.mkdir()
+    (out / "something").write_text("x")
+    r = runner.invoke(app, ["paste", str(cfg), *TINY, "--out", str(out), "-q"])
+    assert r.exit_code == 2
+    assert "not empty" in r.output and "--resume" in r.output and "--overwrite" in r.output
+    assert not (out / "images").exists()
+    r = runner.invoke(app, ["paste", str(cfg), *TINY, "--out", str(out), "-q", "--overwrite"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["paste", str(cfg), *TINY, "--out", str(out), "-q", "--resume"])
+    assert r.exit_code == 0 and "wrote 3 images to" in r.output  # nothing left to do
+
+
+def test_bad_key_lists_the_valid_keys(tmp_path):
+    cfg = write_config(tmp_path, "scene:\n  canvass: [10, 10]\n")
+    r = runner.invoke(app, ["paste", str(cfg), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    text = " ".join(r.output.split())
+    assert "job.yaml: field scene.canvass: unknown key; valid keys here:" in text
+    assert "canvas" in text and "min_visibility" in text and "Traceback" not in r.output
+    r = runner.invoke(app, ["paste", str(write_config(tmp_path)), "scene.blend.modes=[sharp]", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown blend mode" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_demo_writes_images_and_a_contact_sheet(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--num-images", "3"])
+    assert r.exit_code == 0, r.output
+    assert "contact sheet:" in r.output and "synthloop replay" in r.output
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.jpg", "000001.jpg", "000002.jpg"]
+    assert load_image(out / "images" / "000000.jpg").shape == (256, 256, 3)
+    sheet = load_image(out / "contact_sheet.png")
+    assert sheet.ndim == 3 and np.asarray(sheet).std() > 10
+    # running it again replaces the previous demo; a foreign folder is refused
+    assert runner.invoke(app, ["demo", "--out", str(out), "--num-images", "2"]).exit_code == 0
+    assert len(list((out / "images").iterdir())) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("x")
+    r = runner.invoke(app, ["demo", "--out", str(other)])
+    assert r.exit_code != 0 and (other / "mine.txt").is_file()
