@@ -25,12 +25,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 import torch
 
 from synthloop.compose.params import ArtefactParams, BlendSpec, ObjectParams, SceneParams
 from synthloop.functional.color import photometric_affine
-from synthloop.functional.fast import affine_matrices, blend_into, color_affine_np, to_uint8, warp_window
+from synthloop.functional.fast import affine_matrices, blend_into, to_uint8, warp_window
 
 IDENTITY_PHOTOMETRIC = [1.0, 1.0, 1.0, 0.0]
 
@@ -154,6 +155,15 @@ def mean_gray(rgb: np.ndarray, alpha: np.ndarray) -> float:
     return float((gray * w).sum() / max(w.sum(), 1e-6))
 
 
+def instance_shape(instances: InstanceSource, index: int) -> tuple[int, int]:
+    """``(h, w)`` of cut-out ``index``, cached on the source object."""
+    cache = instances.__dict__.setdefault("_shape_cache", {})
+    hit = cache.get(index)
+    if hit is None:
+        hit = cache[index] = tuple(instances.arrays(index)[1].shape[:2])
+    return hit
+
+
 def _instance_mean_gray(instances: InstanceSource, index: int) -> float:
     """:func:`mean_gray` of cut-out ``index``, cached on the source object (it never changes)."""
     cache = instances.__dict__.setdefault("_mean_gray_cache", {})
@@ -175,39 +185,55 @@ def color_maps(photometric: list[list[float]], means: list[float]) -> list[tuple
     return out
 
 
-def _recolor(rgb: np.ndarray, alpha: np.ndarray, ph: list[float]) -> np.ndarray:
-    if list(ph) == IDENTITY_PHOTOMETRIC:
-        return rgb
-    (cmap,) = color_maps([ph], [mean_gray(rgb, alpha)])
-    return color_affine_np(rgb, *cmap)
+def rgba_of(instances: InstanceSource, index: int) -> np.ndarray:
+    """Cut-out ``index`` as one ``float32 (h, w, 4)`` array: warping four channels in one OpenCV
+    call is about twice as fast as warping colour and alpha separately. Uses the source's own
+    ``rgba(index)`` when it has one (do not modify the result)."""
+    own = getattr(instances, "rgba", None)
+    if own is not None:
+        return own(index)
+    rgb, alpha = instances.arrays(index)
+    return np.dstack([rgb, alpha]).astype(np.float32, copy=False)
+
+
+def _color_rgba(rgba: np.ndarray, color_map: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The colour map applied to the colour channels of an RGBA cut-out (alpha kept), clamped."""
+    M, c = color_map
+    T = np.zeros((4, 5), np.float32)
+    T[:3, :3], T[:3, 4], T[3, 3] = M, c, 1.0
+    return np.clip(cv2.transform(rgba, T), 0.0, 1.0)
 
 
 def paste_object(
     canvas_img: np.ndarray,
-    rgb: np.ndarray,
-    alpha: np.ndarray,
+    rgb: np.ndarray | None,
+    alpha: np.ndarray | None,
     obj: ObjectParams,
     *,
     matrix: np.ndarray | None = None,
     color_map: tuple[np.ndarray, np.ndarray] | None = None,
+    rgba: np.ndarray | None = None,
 ) -> tuple[tuple | None, np.ndarray, float]:
     """Paste one object into ``canvas_img`` ``(H, W, 3)`` in place.
 
+    The cut-out is ``rgb`` ``(h, w, 3)`` + ``alpha`` ``(h, w)``, or ``rgba`` ``(h, w, 4)``.
     Photometric changes are applied to the cut-out before warping (they are per-pixel colour
     maps, so this equals applying them after). ``matrix`` (the placement's forward matrix) and
     ``color_map`` (its photometric map) may be passed in when computed for a whole scene at once;
     by default they are computed here. Returns (slices of the visible window or None, the hard
     mask in the window, the full area in pixels).
     """
+    if rgba is None:
+        rgba = np.dstack([rgb, alpha]).astype(np.float32, copy=False)
     canvas = canvas_img.shape[:2]
-    src_hw = alpha.shape[:2]
+    src_hw = rgba.shape[:2]
     A = matrix if matrix is not None else _matrix(obj.affine, src_hw, canvas)
     win = window_of(A, src_hw, blend_margin(obj.blend))
-    if color_map is not None:
-        rgb = color_affine_np(rgb, *color_map)
-    elif matrix is None:
-        rgb = _recolor(rgb, alpha, obj.photometric)
-    w_alpha = warp_window(alpha, A, win)[..., 0]
+    if color_map is None and matrix is None and list(obj.photometric) != IDENTITY_PHOTOMETRIC:
+        (color_map,) = color_maps([obj.photometric], [mean_gray(rgba[..., :3], rgba[..., 3])])
+    src = _color_rgba(rgba, color_map) if color_map is not None else rgba
+    warped = warp_window(src, A, win)
+    w_alpha = cv2.extractChannel(warped, 3)  # contiguous, for the filters
     hard = w_alpha > 0.5
     full_area = float(np.count_nonzero(hard))
     sl = clip_window(win, canvas)
@@ -217,11 +243,8 @@ def paste_object(
         # TERSE A.2: keep only pixels that were fully inside the mask before resampling
         w_alpha = (w_alpha >= 1.0 - 1e-3).astype(np.float32)
     cs, ws = sl
-    # each output pixel of warpAffine depends only on the matrix, so warping just the part of
-    # the window inside the canvas gives the same pixels as warping all of it and cropping
-    w_rgb = warp_window(rgb, A, (cs[1].start, cs[0].start, cs[1].stop, cs[0].stop))
-    np.clip(w_rgb, 0.0, 1.0, out=w_rgb)
-    blend_into(canvas_img[cs], w_rgb, w_alpha[ws], obj.blend.mode, obj.blend.options)
+    # bilinear resampling of colours in [0, 1] stays in [0, 1]: no clamp needed
+    blend_into(canvas_img[cs], warped[ws], w_alpha[ws], obj.blend.mode, obj.blend.options)
     return sl, hard, full_area
 
 
@@ -265,21 +288,21 @@ def render_scene(params: SceneParams, instances: InstanceSource, backgrounds: Ba
     arts, objs = params.artefacts, params.objects
     if arts and params.artefact_background is None:
         raise ValueError("scene has artefacts but no artefact_background")
-    cutouts = [instances.arrays(a.instance) for a in arts] + [instances.arrays(o.instance) for o in objs]
+    shapes = [instance_shape(instances, a.instance) for a in arts] + [instance_shape(instances, o.instance) for o in objs]
     mats = affine_matrices(
         np.asarray([a.affine for a in arts] + [o.affine for o in objs], dtype=np.float64).reshape(-1, 6),
-        np.asarray([c[1].shape[:2] for c in cutouts], dtype=np.float64).reshape(-1, 2),
+        np.asarray(shapes, dtype=np.float64).reshape(-1, 2),
         canvas,
     )
     if arts:
         src = _as_hwc(backgrounds.render_one(params.artefact_background, canvas), canvas)
         for k, art in enumerate(arts):
-            paste_artefact(img, src, cutouts[k][1], art, matrix=mats[k])
+            paste_artefact(img, src, instances.arrays(art.instance)[1], art, matrix=mats[k])
     cmaps = color_maps([o.photometric for o in objs], [_instance_mean_gray(instances, o.instance) if list(o.photometric) != IDENTITY_PHOTOMETRIC else 0.0 for o in objs])
     pasted = []
     for k, obj in enumerate(objs):
-        rgb, alpha = cutouts[len(arts) + k]
-        pasted.append((obj,) + paste_object(img, rgb, alpha, obj, matrix=mats[len(arts) + k], color_map=cmaps[k]))
+        rgba = rgba_of(instances, obj.instance)
+        pasted.append((obj,) + paste_object(img, None, None, obj, matrix=mats[len(arts) + k], color_map=cmaps[k], rgba=rgba))
     # visibility: walk from the top of the z-order down, removing what is covered
     covered = np.zeros((H, W), dtype=bool)
     rendered: list[RenderedObject] = []

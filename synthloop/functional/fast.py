@@ -138,29 +138,55 @@ def blend_np(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, mode: str, optio
     return _mix(fg, feather(alpha, mode, options), bg)
 
 
+# cv2.blendLinear computes (w1 * a + w2 * b) / (w1 + w2 + 1e-5): with weights scaled by this
+# the 1e-5 term vanishes below float32 rounding, so the mix is a * fg + (1 - a) * bg
+_BLEND_WEIGHT = np.float32(1e5)
+
+
+def _write_back(out: np.ndarray, bg: np.ndarray) -> None:
+    if not np.shares_memory(out, bg):  # OpenCV could not wrap ``bg`` as its output and made a new array
+        bg[...] = out.reshape(bg.shape)
+
+
+def _colour_channels(fg: np.ndarray, channels: int) -> np.ndarray:
+    """Contiguous float32 ``fg`` with ``channels`` channels (drops the alpha of an RGBA window:
+    cv2.cvtColor does that in one pass, ~15x faster than copying the NumPy channel slice)."""
+    if fg.shape[2] == 4 and channels == 3:
+        return cv2.cvtColor(np.asarray(fg, np.float32), cv2.COLOR_RGBA2RGB)
+    return np.ascontiguousarray(fg, dtype=np.float32)
+
+
 def blend_into(bg: np.ndarray, fg: np.ndarray, alpha: np.ndarray, mode: str, options: dict | None = None) -> None:
     """:func:`blend_np` written into ``bg`` in place; ``bg`` may be a view of a larger canvas.
 
-    ``fg`` and ``bg`` are ``(h, w, C)`` float32 in [0, 1], ``alpha`` ``(h, w)``; the result is
-    clamped to [0, 1]. Mixing is ``bg + a * (fg - bg)`` (exact at a = 0 and a = 1) and a hard
-    paste (``"none"``) copies the foreground pixels unchanged, which is also what makes this
-    about 2-15x faster than computing a new window and copying it back.
+    ``fg`` and ``bg`` are ``(h, w, C)`` float32 in [0, 1] (C = 1 to 4), ``alpha`` ``(h, w)``;
+    the result stays in [0, 1]. ``fg`` may also be an ``(h, w, 4)`` RGBA window for a 3-channel
+    ``bg`` (its alpha channel is ignored), so a warped RGBA cut-out needs no split beforehand. Mixing is ``a * fg + (1 - a) * bg`` with the feathered alpha
+    clamped to [0, 1] (exact at a = 0 and a = 1 up to float32 rounding), in one OpenCV pass
+    written through the view (~6x faster than NumPy here, which needs five passes and a
+    temporary); a hard paste (``"none"``) copies the foreground pixels unchanged.
     """
     options = options or {}
+    fg = _colour_channels(fg, bg.shape[2])
     if mode == "none":
         # cv2.copyTo writes through the view (NumPy's masked copyto is ~15x slower here)
-        out = cv2.copyTo(np.ascontiguousarray(fg), (alpha > 0.5).view(np.uint8), bg)
-        if not np.shares_memory(out, bg):  # OpenCV could not wrap ``bg`` and wrote a new array
-            bg[...] = out.reshape(bg.shape)
+        _write_back(cv2.copyTo(fg, (alpha > 0.5).view(np.uint8), bg), bg)
         return
     if mode in ("pyramid", "poisson"):
-        bg[...] = blend_np(np.ascontiguousarray(fg), np.ascontiguousarray(alpha), np.ascontiguousarray(bg), mode, options)
+        bg[...] = blend_np(fg, np.ascontiguousarray(alpha), np.ascontiguousarray(bg), mode, options)
         return
-    a = feather(np.ascontiguousarray(alpha), mode, options)
-    d = np.subtract(fg, bg)
-    d *= a[..., None]
-    np.add(bg, d, out=bg)
-    np.clip(bg, 0.0, 1.0, out=bg)
+    a = np.clip(feather(np.ascontiguousarray(alpha, dtype=np.float32), mode, options), 0.0, 1.0)
+    rows = np.flatnonzero(a.any(1))
+    if rows.size == 0:
+        return
+    cols = np.flatnonzero(a.any(0))
+    # only the box where a > 0 changes (a rotated cut-out covers about half of its window)
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    a, fg, bg = a[box], fg[box], bg[box]
+    w_fg = a * _BLEND_WEIGHT
+    w_bg = _BLEND_WEIGHT - w_fg
+    _write_back(cv2.blendLinear(fg, bg, w_fg, w_bg, dst=bg), bg)
+    np.minimum(bg, 1.0, out=bg)  # a convex mix can still round 1 ulp above 1
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
