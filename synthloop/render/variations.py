@@ -31,8 +31,9 @@ the controlled ablation of MrGAN's Table 1.
 Coordinates. Output pixel ``(x, y)`` covers ``[x, x+1) x [y, y+1)`` in *output pixels*. The 2D
 augmentation's crop and shear map output pixels to *scene* coordinates (same units); the glyph,
 the background and the occluders live in scene coordinates. The glyph tile (``G x G``, see
-:meth:`~synthloop.render.glyphs.GlyphSet.atlas`) maps to the scene through the camera homography,
-then a scale that makes the glyph's longer side ``glyph_size * min(H, W)`` output pixels, centred.
+:meth:`~synthloop.render.glyphs.GlyphSet.atlas`) maps to the scene through the camera homography
+about the glyph's centre of mass, then a scale that makes the glyph's longer side
+``glyph_size * min(H, W)`` output pixels, with the centre of mass on the canvas centre.
 """
 
 from __future__ import annotations
