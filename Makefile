@@ -23,5 +23,9 @@ bench: bench-throughput
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 
+bench-affnist: $(STAMP)
+	$(BIN)/python benchmarks/affnist_efficiency.py
+	$(BIN)/python benchmarks/affnist_error.py
+
 clean:
 	rm -rf runs .pytest_cache

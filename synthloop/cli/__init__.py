@@ -8,5 +8,6 @@ from synthloop.cli import data_cmds  # noqa: F401,E402
 from synthloop.cli import paste_cmds  # noqa: F401,E402
 from synthloop.cli import render_cmds  # noqa: F401,E402
 from synthloop.cli import refine_cmds  # noqa: F401,E402
+from synthloop.cli import terse_cmds  # noqa: F401,E402
 
 __all__ = ["app", "main"]

@@ -66,6 +66,7 @@ from synthloop.metrics.classification import check_dataset, check_labels, model_
 from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
 from synthloop.models.synthesizer import MNISTSynthesizer, ParamRanges
 from synthloop.models.targets import ClassifierTarget, freeze, hardness_from_probs, is_hard_from_probs
+from synthloop.report.plots import sample_grid_png
 from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -486,8 +487,6 @@ class TerseClassificationLoop:
         ]
 
     def _write_cycle(self, cycle: int, cache: HardExampleCache) -> dict[str, str]:
-        from synthloop.report.plots import sample_grid_png
-
         folder = self._cycle_dir(cycle)
         cache.save(folder / "samples.npz")
         atomic_write_bytes(folder / "grid.png", sample_grid_png(cache.images, cache.labels, per_class=10, num_classes=self.config.num_classes))
