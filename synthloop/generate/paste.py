@@ -200,19 +200,21 @@ _WORKER: _Worker | None = None
 
 
 def _init_process() -> None:
-    """Per-process settings of a generation worker: one thread each, and keep freed memory."""
+    """Per-process settings of a generation worker: one thread for torch and OpenCV each."""
     import cv2
     import torch
 
-    from synthloop.utils.memory import keep_freed_memory
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    keep_freed_memory()
 
 
 def _start_worker(cfg: PasteConfig, out_dir: Path) -> _Worker:
+    from synthloop.utils.memory import keep_freed_memory
+
     assets = build_assets(cfg)
+    # only now: memory freed while decoding the assets goes back to the OS, memory freed while
+    # rendering (canvases, windows) stays for reuse instead of costing page faults every image
+    keep_freed_memory()
     shard = ShardWriter(out_dir / WORK_DIR)
     cats = out_dir / WORK_DIR / CATEGORIES_FILE
     if not cats.is_file():
@@ -332,8 +334,9 @@ def run_paste(
     """Run (or resume) a paste job into ``out_dir``.
 
     Args:
-        workers: processes rendering in parallel (1 = in this process). The output is the same
-            for any number.
+        workers: processes rendering in parallel (1 = in this process, which then keeps
+            freed memory for reuse, see :func:`~synthloop.utils.memory.keep_freed_memory`). The
+            output is the same for any number.
         resume: continue the job already in ``out_dir`` (its config must equal ``cfg``).
         overwrite: replace the outputs of a previous job in a non-empty ``out_dir``.
         progress: called as ``progress(images_done, images_total)`` while images are written.
