@@ -163,10 +163,12 @@ def blend_into(bg: np.ndarray, fg: np.ndarray, alpha: np.ndarray, mode: str, opt
 
     ``fg`` and ``bg`` are ``(h, w, C)`` float32 in [0, 1] (C = 1 to 4), ``alpha`` ``(h, w)``;
     the result stays in [0, 1]. ``fg`` may also be an ``(h, w, 4)`` RGBA window for a 3-channel
-    ``bg`` (its alpha channel is ignored), so a warped RGBA cut-out needs no split beforehand. Mixing is ``a * fg + (1 - a) * bg`` with the feathered alpha
-    clamped to [0, 1] (exactly ``bg`` at a = 0 and ``fg`` at a = 1), in one OpenCV pass
-    written through the view (~6x faster than NumPy here, which needs five passes and a
-    temporary); a hard paste (``"none"``) copies the foreground pixels unchanged.
+    ``bg`` (its alpha channel is ignored), so a warped RGBA cut-out needs no split beforehand.
+
+    Mixing is ``a * fg + (1 - a) * bg`` with the feathered alpha clamped to [0, 1] (exactly
+    ``bg`` at a = 0 and ``fg`` at a = 1), in one OpenCV pass written through the view, over the
+    box where a > 0 only (~6x faster than NumPy here, which needs five passes and a temporary);
+    a hard paste (``"none"``) copies the foreground pixels unchanged.
 
     ``clamp=False`` skips the final clamp of the mix, which can round one float32 step above 1
     (a pass over a strided view costs as much as the mix itself): for callers that clamp a whole
