@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _render_util import write_result  # noqa: E402
+from common import write_result  # noqa: E402
 
 from synthloop.render import VARIATIONS, Renderer, RenderConfig, write_dataset  # noqa: E402
 

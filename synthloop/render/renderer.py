@@ -22,9 +22,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -257,16 +256,13 @@ class _BatchWriter:
     """Renders batch ``b`` of a dataset and writes its image (and mask) files into ``stage``.
 
     Returns what the parent process collects in batch order: the ``params.jsonl`` lines and, per
-    image, ``(id, file_name, label, bbox xywh, RLE or None, visibility)``. PNG encoding and file
-    writes release the GIL, so they run in a thread while the next batch renders.
+    image, ``(id, file_name, label, bbox xywh, RLE or None, visibility)``.
     """
 
     def __init__(self, config: RenderConfig, stage: Path, renderer: Renderer | None = None):
         self.config, self.stage = config, stage
         self.renderer = renderer or Renderer(config)
         self.folders = [safe_class_name(c) for c in self.renderer.classes]
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._pending: deque[Future] = deque()
 
     def __call__(self, job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
         b, start, m = job
@@ -280,7 +276,8 @@ class _BatchWriter:
         files = [(self.stage / "images" / n, px) for n, px in zip(names, _to_uint8(batch.image))]
         if self.config.output.masks:
             files += [(self.stage / "masks" / n, v) for n, v in zip(names, visible)]
-        self._pending.append(self._pool.submit(_write_pngs, files))
+        for path, pixels in files:
+            path.write_bytes(encode_png(pixels))
         boxes = masks_to_boxes(visible_t)
         boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
         rles = mask_utils.encode(np.asfortranarray(visible.transpose(1, 2, 0), dtype=np.uint8))
@@ -291,18 +288,7 @@ class _BatchWriter:
             idx, label, file_name = start + j, labels[j], f"images/{names[j]}"
             rows.append((idx, file_name, label, tuple(boxes[j].tolist()), rles[j] if nonempty[j] else None, round(visibility[j], 6)))
             lines.append(json.dumps({"id": idx, "file_name": file_name, "label": label, "class": r.classes[label], "params": rec}, separators=(",", ":")))
-        while len(self._pending) > 1:
-            self._pending.popleft().result()
         return lines, rows
-
-    def flush(self) -> None:
-        """Wait until every submitted file is written."""
-        while self._pending:
-            self._pending.popleft().result()
-
-    def close(self) -> None:
-        self.flush()
-        self._pool.shutdown()
 
 
 _WORKER: _BatchWriter | None = None
@@ -316,9 +302,7 @@ def _init_worker(config: dict[str, Any], stage: str) -> None:
 
 def _run_job(job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
     assert _WORKER is not None
-    out = _WORKER(job)
-    _WORKER.flush()
-    return out
+    return _WORKER(job)
 
 
 def write_dataset(
@@ -367,9 +351,7 @@ def write_dataset(
         images: list[ImageEntry] = []
         with open(stage / "params.jsonl", "w") as jsonl, contextlib.ExitStack() as stack:
             if config.output.workers == 1:
-                local = _BatchWriter(config, stage, renderer)
-                stack.callback(local.close)
-                results = map(local, jobs)
+                results = map(_BatchWriter(config, stage, renderer), jobs)
             else:
                 ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
                 pool = stack.enter_context(ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage))))
@@ -405,7 +387,3 @@ def write_dataset(
         raise
     return run
 
-
-def _write_pngs(files: list[tuple[Path, np.ndarray]]) -> None:
-    for path, pixels in files:
-        path.write_bytes(encode_png(pixels))
