@@ -217,13 +217,15 @@ def affine_matrices(params: np.ndarray, src_sizes: np.ndarray, dst_size: tuple[i
     angle, tx, ty, shear, sx, sy = p.T
     rad = angle * (math.pi / 180.0)
     c, s = np.cos(rad), np.sin(rad)
-    l00, l01 = c * sx, (c * shear + s) * sy
-    l10, l11 = -s * sx, (-s * shear + c) * sy
-    cxs, cys = hw[:, 1] / 2.0, hw[:, 0] / 2.0
-    H, W = float(dst_size[0]), float(dst_size[1])
     out = np.zeros((len(p), 3, 3))
-    out[:, 0] = np.stack([l00, l01, W / 2.0 + tx - (l00 * cxs + l01 * cys)], 1)
-    out[:, 1] = np.stack([l10, l11, H / 2.0 + ty - (l10 * cxs + l11 * cys)], 1)
+    l00, l01, l10, l11 = out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1]
+    np.multiply(c, sx, out=l00)
+    np.multiply(c * shear + s, sy, out=l01)
+    np.multiply(-s, sx, out=l10)
+    np.multiply(c - s * shear, sy, out=l11)
+    cxs, cys = hw[:, 1] / 2.0, hw[:, 0] / 2.0
+    out[:, 0, 2] = float(dst_size[1]) / 2.0 + tx - (l00 * cxs + l01 * cys)
+    out[:, 1, 2] = float(dst_size[0]) / 2.0 + ty - (l10 * cxs + l11 * cys)
     out[:, 2, 2] = 1.0
     return out
 

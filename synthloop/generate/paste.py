@@ -22,6 +22,7 @@ shards, each written atomically, and ``.work/`` is removed last.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -130,7 +131,7 @@ def render_record(cfg: PasteConfig, assets: Assets, index: int, out_dir: Path) -
                 "width": int(W),
                 "height": int(H),
                 "blend": _blend_of(params),
-                "params": params.to_dict(),
+                "params": params,  # serialised by ShardWriter (as SceneParams.to_dict, without its deep copy)
                 "annotations": anns,
             }
         )
@@ -160,6 +161,14 @@ def read_shards(work: Path) -> dict[int, dict[str, Any]]:
     return done
 
 
+def _dataclass_fields(obj: Any) -> dict[str, Any]:
+    """JSON for the params dataclasses: their fields (what ``dataclasses.asdict`` gives, without
+    its deep copy, which costs more than the rest of a record's serialisation)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 class ShardWriter:
     """Appends records to this process's own shard file, one flushed line per scene."""
 
@@ -169,7 +178,7 @@ class ShardWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._fh.write(json.dumps(record, separators=(",", ":"), default=_dataclass_fields) + "\n")
         self._fh.flush()
 
     def close(self) -> None:

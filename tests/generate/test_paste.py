@@ -15,6 +15,7 @@ from synthloop.generate import load_paste_config, replay_image, run_paste
 from synthloop.generate import paste as paste_mod
 from synthloop.generate.assets import build_assets
 from synthloop.generate.builtin import MnistDigits
+from synthloop.generate.paste import scene_variants
 
 # tiny, fast jobs: 48x64 canvases, cheap procedural backgrounds, a few hundred digits
 BASE = [
@@ -65,6 +66,9 @@ def test_coco_output_agrees_with_the_rendered_objects(one_shot, capsys):
     for img in coco.loadImgs(coco.getImgIds()):
         assert (img["width"], img["height"]) == (64, 48)
         assert img["attributes"]["params"] == params[img["id"]]
+        # what was stored is exactly SceneParams.to_dict() of the scene sampled again from its seed
+        (_, fresh), = scene_variants(job, assets, img["id"])
+        assert fresh.to_dict() == params[img["id"]]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
         result = render_scene(SceneParams.from_dict(params[img["id"]]), assets.instances, assets.backgrounds)
         objs = result.labelled(job.scene.min_visibility)
