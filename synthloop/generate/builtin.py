@@ -58,6 +58,8 @@ class MnistDigits:
     microseconds; caching them as float would take 630 MB per process).
     """
 
+    RECENT = 256
+
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, tints: np.ndarray):
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
@@ -73,6 +75,7 @@ class MnistDigits:
         self.labels = labels
         self.tints = np.asarray(tints, dtype=np.float32)
         self.categories = list(MNIST_CATEGORIES)
+        self._recent: dict[int, np.ndarray] = {}
 
     @classmethod
     def load(cls, seed: int, *, limit: int | None = None, split: str = "train") -> "MnistDigits":
@@ -89,22 +92,30 @@ class MnistDigits:
         return int(self.labels[index]) + 1
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rgb (28, 28, 3), alpha (28, 28))`` float32 in [0, 1] (views of :meth:`rgba`)."""
+        """``(rgb (28, 28, 3), alpha (28, 28))`` float32 in [0, 1] (read-only views of :meth:`rgba`)."""
         rgba = self.rgba(index)
         return rgba[..., :3], rgba[..., 3]
 
     def rgba(self, index: int) -> np.ndarray:
-        """``float32 (28, 28, 4)``: the tint and the digit as alpha (built on each call: cheap, and
-        caching 50,000 of them would hold 630 MB)."""
+        """``float32 (28, 28, 4)``, read-only: the tint and the digit as alpha. The last
+        :data:`RECENT` are kept (a scene asks for each of its digits several times; caching all
+        50,000 would hold 630 MB)."""
+        hit = self._recent.get(index)
+        if hit is not None:
+            return hit
         out = np.empty(self.images.shape[1:] + (4,), np.float32)
         out[..., :3] = self.tints[index]
         np.multiply(self.images[index], np.float32(1.0 / 255.0), out=out[..., 3])
+        out.setflags(write=False)
+        self._recent[index] = out
+        if len(self._recent) > self.RECENT:
+            del self._recent[next(iter(self._recent))]
         return out
 
     def tensor(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rgb Tensor[3, 28, 28], alpha Tensor[1, 28, 28])``."""
-        rgb, alpha = self.arrays(index)
-        return torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(alpha)[None]
+        rgba = torch.from_numpy(self.rgba(index).copy()).permute(2, 0, 1)  # a copy: the cached array is read-only
+        return rgba[:3], rgba[3:]
 
 
 BUILTIN_BACKGROUND_SOURCES: tuple[str, ...] = ("procedural", "photos")

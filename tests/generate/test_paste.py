@@ -234,3 +234,13 @@ def test_mnist_digits_are_tinted_cutouts():
     assert alpha.max() == 1.0 and alpha.min() == 0.0
     assert digits.category_of(3) == int(digits.labels[3]) + 1
     assert [c.name for c in digits.categories] == [str(d) for d in range(10)]
+
+
+def test_mnist_tensors_match_arrays():
+    digits = MnistDigits.load(0, limit=5)
+    rgb, alpha = digits.tensor(2)
+    assert rgb.shape == (3, 28, 28) and alpha.shape == (1, 28, 28)
+    r, a = digits.arrays(2)
+    assert np.array_equal(rgb.permute(1, 2, 0).numpy(), r) and np.array_equal(alpha[0].numpy(), a)
+    rgb.zero_()  # the tensors are copies: the source is unchanged
+    assert digits.arrays(2)[0].max() > 0
