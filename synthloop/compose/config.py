@@ -20,9 +20,15 @@ def _ordered(v, name: str):
 
 
 class RangeChecked(Config):
+    """Checks every ``(min, max)`` pair field; sizes listed in ``_not_ranges`` are exempt."""
+
+    _not_ranges: tuple[str, ...] = ("canvas",)
+
     @model_validator(mode="after")
     def _check_ranges(self):
         for name, value in self:
+            if name in self._not_ranges:
+                continue
             if isinstance(value, tuple) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
                 _ordered(value, name)
         return self

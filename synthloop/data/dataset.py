@@ -63,12 +63,15 @@ class Annotation:
         id: int | None = None,
         polygons: list[list[float]] | None = None,
     ) -> Annotation:
-        """An annotation whose mask is held as compressed RLE ``{"size": [H, W], "counts": bytes}``.
+        """An annotation whose mask is held as compressed RLE ``{"size": [H, W], "counts": bytes | str}``.
 
         ``polygons`` (optional) are the COCO polygons the RLE was rasterised from; writers in
         polygon mode write them back unchanged instead of re-tracing the mask.
         """
         ann = cls(category_id, bbox, None, iscrowd, attributes if attributes is not None else {}, id)
+        counts = rle.get("counts")
+        if isinstance(counts, str):  # JSON-style RLE (as ``coco.mask_to_rle`` returns it)
+            rle = {**rle, "counts": counts.encode("ascii")}
         ann._rle = rle
         ann._polygons = polygons
         return ann

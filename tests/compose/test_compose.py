@@ -216,3 +216,17 @@ def test_instance_switching_swaps_same_class_matched_by_scale(tmp_path):
     r2 = render_scene(p2, scenes, scenes)
     assert all(not o.distractor for o in p2.objects)
     assert np.abs(r2.image - scenes.image(0)).max() < 1e-4  # far below one uint8 level
+
+
+def test_canvas_is_a_size_not_a_range():
+    assert SceneConfig(canvas=(640, 480)).canvas == (640, 480)
+
+
+def test_annotation_from_json_style_rle():
+    from synthloop.data.coco import mask_to_rle
+    from synthloop.data.dataset import Annotation
+
+    m = np.zeros((6, 7), bool)
+    m[1:4, 2:5] = True
+    ann = Annotation.from_rle(1, (2.0, 1.0, 3.0, 3.0), mask_to_rle(m))
+    assert np.array_equal(ann.mask, m)
