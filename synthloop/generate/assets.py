@@ -87,12 +87,10 @@ def build_backgrounds(cfg: BackgroundsConfig, seed: int) -> Any:
 
 def build_assets(cfg: PasteConfig) -> Assets:
     """Decode everything a paste job draws from (call once per worker process)."""
-    if cfg.scene.placement.strategy == "psis":
+    if cfg.scene.placement.strategy == "psis":  # the config guarantees instances.coco
         from synthloop.compose.psis import DatasetScenes
         from synthloop.data.coco import read_coco
 
-        if cfg.instances.coco is None:
-            raise InputError("instance switching (placement.strategy: psis) needs a segmented COCO dataset as instances.coco", field="scene.placement.strategy")
         dataset = read_coco(cfg.instances.coco.json_file, cfg.instances.coco.images)
         scenes = DatasetScenes(dataset)
         return Assets(scenes, scenes, list(dataset.categories), psis=True)

@@ -14,8 +14,10 @@ from pydantic import Field, field_validator, model_validator
 from synthloop.compose.config import SceneConfig
 from synthloop.config import Config, build_config, load_yaml
 from synthloop.data.instances import InstanceBankConfig
+from synthloop.errors import InputError
 
 OUTPUT_FORMATS = ("coco", "yolo", "voc")
+BACKGROUND_NAMES = ("builtin", "procedural", "photos", "noise", "gradient", "checkers", "perlin")  # not paths
 
 
 class CocoSource(Config):
@@ -104,6 +106,23 @@ class PasteConfig(Config):
     jpeg_quality: int = Field(90, ge=1, le=100)
     chunk_size: int = Field(16, ge=1, description="scenes per work unit handed to a worker")
 
+    @model_validator(mode="after")
+    def _psis_needs_coco(self) -> "PasteConfig":
+        if self.scene.placement.strategy == "psis" and self.instances.coco is None:
+            raise ValueError("instance switching (scene.placement.strategy: psis) needs a segmented COCO dataset as instances.coco")
+        return self
+
+    def check_paths(self) -> None:
+        """Raise :class:`InputError` for instance or background files and folders that do not
+        exist (before a job writes anything)."""
+        inst = self.instances
+        needed = [("instances.coco.json", inst.coco.json_file if inst.coco else None), ("instances.coco.images", inst.coco.images if inst.coco else None),
+                  ("instances.rgba_folder", inst.rgba_folder), ("instances.mask_pairs", inst.mask_pairs)]  # fmt: skip
+        needed += [("backgrounds.sources", Path(s)) for s in self.backgrounds.sources if s not in BACKGROUND_NAMES]
+        for field, path in needed:
+            if path is not None and not Path(path).exists():
+                raise InputError("no such file or folder", file=path, field=field)
+
     @field_validator("formats")
     @classmethod
     def _coco_first(cls, v: list[str]) -> list[str]:
@@ -136,8 +155,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if bgs is not None:
         bgs = BackgroundsConfig._shorthand(bgs)
         if isinstance(bgs, dict) and isinstance(bgs.get("sources"), list):
-            keep = {"builtin", "procedural", "photos", "noise", "gradient", "checkers", "perlin"}
-            bgs = dict(bgs, sources=[s if not isinstance(s, str) or s in keep else absolute(s) for s in bgs["sources"]])
+            bgs = dict(bgs, sources=[s if not isinstance(s, str) or s in BACKGROUND_NAMES else absolute(s) for s in bgs["sources"]])
         data["backgrounds"] = bgs
     return data
 

@@ -268,9 +268,12 @@ class PasteSummary:
 
 
 def _git_commit() -> str | None:
+    """The commit of the synthloop source tree, when it runs from a git checkout of it."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file() or not (root / ".git").exists():
+        return None  # an installed copy, not a checkout
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -357,6 +360,7 @@ def run_paste(
     if workers < 1:
         raise InputError(f"need at least one worker, got {workers}", field="workers")
     out_dir = Path(out_dir)
+    cfg.check_paths()
     previous = _prepare(cfg, out_dir, resume=resume, overwrite=overwrite)
     per_scene = images_per_scene(cfg)
     total = cfg.num_images * per_scene

@@ -244,3 +244,21 @@ def test_mnist_tensors_match_arrays():
     assert np.array_equal(rgb.permute(1, 2, 0).numpy(), r) and np.array_equal(alpha[0].numpy(), a)
     rgb.zero_()  # the tensors are copies: the source is unchanged
     assert digits.arrays(2)[0].max() > 0
+
+
+def test_instance_switching_job_on_a_coco_dataset(tmp_path):
+    tiny = Path(__file__).resolve().parents[2] / "examples" / "data" / "tiny_coco"
+    job = load_paste_config(
+        None,
+        [f"instances.coco.json={tiny / 'annotations.json'}", f"instances.coco.images={tiny}", "scene.placement.strategy=psis", "num_images=3", "scene.blend.modes=[none]"],
+    )
+    run_paste(job, tmp_path / "psis")
+    doc = json.loads((tmp_path / "psis" / "annotations.json").read_text())
+    assert {c["name"] for c in doc["categories"]} == {"disc", "square", "triangle"}
+    assert all((im["width"], im["height"]) == (128, 96) for im in doc["images"])  # the dataset's own canvas
+    assert doc["annotations"] and replay_image(tmp_path / "psis", 2).identical
+    with pytest.raises(ConfigError, match="needs a segmented COCO dataset"):
+        cfg("scene.placement.strategy=psis")
+    with pytest.raises(InputError, match="no such file or folder") as err:
+        run_paste(cfg(f"instances.coco.json={tmp_path / 'nope.json'}", "instances.builtin=null"), tmp_path / "bad")
+    assert err.value.field == "instances.coco.json" and not (tmp_path / "bad").exists()
