@@ -110,16 +110,16 @@ class EfficiencyConfig(Config):
     cache_policy: Literal["first", "latest"] = Field("first", description="which hard examples a full class keeps (paper: first)")
     s_noise_dim: int = Field(0, ge=0, description="paper: 0")
     hard_margin: float = Field(0.05, ge=0.0, description="paper: 0.05")
-    reference_epochs: int = Field(5, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
+    reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "EfficiencyConfig":
-        """The demo's budget (a few minutes on 2 CPU cores): 10,000 training digits, a 2,000-digit
+        """The demo's budget (a few minutes on 2 CPU cores): 20,000 training digits, a 2,000-digit
         test set, 10 steps of 500 (to 5K added samples)."""
         values: dict[str, Any] = dict(
-            train_digits=10_000, test_digits=2_000, base_epochs=3, steps=10, finetune_epochs=2,
-            finetune_real_per_epoch=5_000, s_min_steps=5, reference_epochs=3,
+            train_digits=20_000, test_digits=2_000, base_epochs=3, steps=10, finetune_epochs=2,
+            finetune_real_per_epoch=5_000, s_min_steps=5, reference_epochs=2,
         )  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -398,7 +398,7 @@ class ErrorConfig(Config):
     s_max_steps: int = Field(30, ge=1, description="S batches per cycle at most (paper: until the cache is full)")
     s_min_steps: int = Field(1, ge=1, description="S batches per cycle at least (paper: 1)")
     s_noise_dim: int = Field(0, ge=0, description="paper: 0")
-    reference_epochs: int = Field(5, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
+    reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
 
     def deviations(self) -> list[str]:

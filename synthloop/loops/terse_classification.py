@@ -241,9 +241,11 @@ class TerseClassificationLoop:
         self.class_counts = present
         self.target = target.to(self.device)
         self.target_adapter = ClassifierTarget(self.target, cfg.num_classes, name="target")
-        self.target_adapter.check_output(self.images[:2])
+        with freeze(self.target):  # eval mode, so the check draws nothing from the dropout RNG
+            self.target_adapter.check_output(self.images[:2])
         if reference is not None:
-            ClassifierTarget(reference, cfg.num_classes, name="reference").check_output(self.images[:2].to(model_device(reference)))
+            with freeze(reference):
+                ClassifierTarget(reference, cfg.num_classes, name="reference").check_output(self.images[:2].to(model_device(reference)))
         self.reference = reference
         with scoped_rng(derive_seed(cfg.seed, "init"), self.device):
             if synthesizer is None:

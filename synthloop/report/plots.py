@@ -63,6 +63,8 @@ def sample_grid_png(
         grid = make_grid(cells, nrow=per_class, padding=2, pad_value=0.5)
     else:
         grid = make_grid(images[: nrow * nrow], nrow=nrow, padding=2, pad_value=0.5)
+    if images.shape[1] == 1:
+        grid = grid[:1]  # make_grid repeats a single channel to RGB; keep grey PNGs grey
     array = (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
     if array.shape[2] == 1:
         array = array[..., 0]
