@@ -11,7 +11,12 @@ quality 90, COCO with RLE masks):
   10% and includes the final assembly; worker start-up and asset decoding (MNIST, the first
   background renders) fall in the first 10% and are excluded. ``wall_s_*`` is everything.
 - ``peak_rss_mb``: peak of the summed resident memory of the 2 worker processes (psutil; shared
-  pages count once per process). ``peak_rss_mb_1w``: the single in-process worker.
+  pages, ~0.5 GB of torch libraries per process, count once per process). ``peak_uss_mb``: the
+  same for unique memory. ``*_1w``: the single in-process worker (the benchmark process itself).
+- ``cpu_ms_per_image_*``: CPU time the workers spent per image over the same images (psutil /
+  ``time.process_time``). On a machine shared with other work the wall-clock rates drop with the
+  load (``machine.load_average_1min``); ``images_per_s_2w_if_cores_were_free`` =
+  ``2 * 1000 / cpu_ms_per_image_2w`` is what two otherwise idle cores would give.
 - ``render_ms``: :func:`render_scene` alone per scene in one process (no sampling, encoding or I/O).
 - ``reference``: one process running a plain PIL loop doing the comparable work per image (copy
   a background from the same pool, random flip; per digit ``resize`` + ``rotate(expand=True)`` +
@@ -68,22 +73,59 @@ def job_overrides(mode: str, n: int) -> list[str]:
     ]
 
 
+def _worker_cpu_s(workers: int) -> float:
+    """CPU seconds used so far by the job's workers: this process for 1 worker, else the pool
+    processes (grandchildren: forked by the fork server)."""
+    import psutil
+
+    me = psutil.Process()
+    if workers == 1:
+        return time.process_time()
+    total = 0.0
+    for child in me.children(recursive=True):
+        try:
+            if child.ppid() != me.pid:
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def timed_job(mode: str, n: int, workers: int, root: Path) -> dict:
-    """Run one paste job; the steady rate excludes the first 10% of images (start-up)."""
+    """Run one paste job; the steady rate excludes the first 10% of images (start-up).
+
+    Also the CPU time the workers spent per image over the same images (up to the last image,
+    before the final assembly): on a machine shared with other work, ``1000 / cpu_ms`` per
+    worker is what dedicated cores would give, where the wall-clock rate is what this run got.
+    """
     cfg = load_paste_config(None, job_overrides(mode, n))
     out = root / f"{mode}-{workers}w"
+    first = max(1, n // 10)
     marks: list[tuple[float, int]] = []
+    cpu: dict[str, tuple[int, float]] = {}
+
+    def progress(done: int, total: int) -> None:
+        marks.append((time.perf_counter(), done))
+        if done >= first and "start" not in cpu:
+            cpu["start"] = (done, _worker_cpu_s(workers))
+        if done == total:
+            cpu["end"] = (done, _worker_cpu_s(workers))
+
     t0 = time.perf_counter()
     with PeakRSS() as rss:
-        run_paste(cfg, out, workers=workers, progress=lambda done, total: marks.append((time.perf_counter(), done)))
+        run_paste(cfg, out, workers=workers, progress=progress)
     t1 = time.perf_counter()
-    start = next((t, d) for t, d in marks if d >= max(1, n // 10))
+    start = next((t, d) for t, d in marks if d >= first)
     shutil.rmtree(out, ignore_errors=True)
+    (d0, c0), (d1, c1) = cpu["start"], cpu["end"]
     return {
         "images": n,
         "images_per_s": round((n - start[1]) / (t1 - start[0]), 1),
+        "cpu_ms_per_image": round((c1 - c0) / max(d1 - d0, 1) * 1e3, 2),
         "wall_s": round(t1 - t0, 2),
         "peak_rss_mb": rss.peak_mb("self" if workers == 1 else "workers"),
+        "peak_uss_mb": rss.peak_mb("self_uss" if workers == 1 else "workers_uss"),
         "peak_rss_parent_mb": rss.peak_mb("self"),
     }
 
@@ -124,7 +166,7 @@ def pil_reference(n: int, root: Path, seed: int = 0) -> dict:
     out = root / "pil"
     (out / "images").mkdir(parents=True)
     records = []
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(n):
         img = pool[rng.randrange(POOL)].copy()
         if rng.random() < 0.5:
@@ -149,8 +191,9 @@ def pil_reference(n: int, root: Path, seed: int = 0) -> dict:
         records.append({"id": i, "file_name": f"images/{i:06d}.jpg", "annotations": anns})
     atomic_write_json(out / "annotations.json", records, indent=None)
     rate = n / (time.perf_counter() - t)
+    cpu_ms = (time.process_time() - c) / n * 1e3
     shutil.rmtree(out, ignore_errors=True)
-    return {"images": n, "images_per_s": round(rate, 1)}
+    return {"images": n, "images_per_s": round(rate, 1), "cpu_ms_per_image": round(cpu_ms, 2)}
 
 
 def _gen(k: int):
@@ -218,10 +261,15 @@ def main() -> None:
                 "images_per_s_2w": two["images_per_s"],
                 "peak_rss_mb": two["peak_rss_mb"],
                 "peak_rss_mb_1w": one["peak_rss_mb"],
+                "peak_uss_mb": two["peak_uss_mb"],
+                "peak_uss_mb_1w": one["peak_uss_mb"],
                 "peak_rss_parent_mb_2w": two["peak_rss_parent_mb"],
                 "ratio_vs_reference_2w": round(two["images_per_s"] / reference["images_per_s"], 2),
                 "target_2w": TARGETS_2W.get(mode),
                 "meets_target": None if mode not in TARGETS_2W else two["images_per_s"] >= TARGETS_2W[mode],
+                "cpu_ms_per_image_1w": one["cpu_ms_per_image"],
+                "cpu_ms_per_image_2w": two["cpu_ms_per_image"],
+                "images_per_s_2w_if_cores_were_free": round(2 * 1000 / two["cpu_ms_per_image"], 1),
                 "render_ms": render_only(mode),
                 "images": n,
                 "wall_s_1w": one["wall_s"],
@@ -232,12 +280,13 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     table = Table(title=f"synthloop paste, {CANVAS[1]}x{CANVAS[0]}, 3-6 objects (reference PIL loop: {reference['images_per_s']} img/s)")
-    for col in ("mode", "1 worker img/s", "2 workers img/s", "target", "peak RSS MB (2w)", "render ms", "x reference"):
+    for col in ("mode", "1 worker img/s", "2 workers img/s", "target", "CPU ms/img (2w)", "2w if cores free", "peak RSS MB (2w)", "render ms", "x reference"):
         table.add_column(col, justify="right")
     for mode, m in modes.items():
         ok = m["meets_target"]
         mark = "" if ok is None else (" [green]ok[/]" if ok else " [red]below[/]")
         table.add_row(mode, f"{m['images_per_s_1w']:.0f}", f"{m['images_per_s_2w']:.0f}{mark}", "-" if m["target_2w"] is None else f"{m['target_2w']:.0f}",
+                      f"{m['cpu_ms_per_image_2w']:.2f}", f"{m['images_per_s_2w_if_cores_were_free']:.0f}",
                       f"{m['peak_rss_mb']:.0f}", f"{m['render_ms']:.2f}", f"{m['ratio_vs_reference_2w']:.2f}")  # fmt: skip
     console.print(table)
     console.print(f"batch compositing ({batch['what']}): {batch['images_per_s']:.0f} composites/s")
