@@ -1,4 +1,4 @@
-"""Generation subcommands: paste, replay, vis, demo."""
+"""Generation subcommands: paste, replay, vis, paste-demo."""
 
 from __future__ import annotations
 
@@ -98,9 +98,9 @@ def vis(
     typer.echo(f"wrote {out}")
 
 
-@app.command("demo")
+@app.command("paste-demo")
 @friendly_errors
-def demo(
+def paste_demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a previous demo there is replaced)."),
     num_images: int = typer.Option(64, "--num-images", min=1, help="Images to generate."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),

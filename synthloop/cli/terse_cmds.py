@@ -1,4 +1,4 @@
-"""``synthloop terse-demo`` and ``synthloop terse-train``: the TERSE classification loop on MNIST."""
+"""``synthloop demo`` (TERSE vs random on AffNIST-style digits) and ``synthloop terse-train``: the TERSE classification loop on MNIST."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import typer
 from synthloop.cli._app import app, friendly_errors
 
 
-@app.command("terse-demo")
+@app.command("demo")
 @friendly_errors
 def terse_demo(
-    out: Path = typer.Option(Path("runs/terse-demo"), "--out", help="Output folder for report.html and the runs."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder for report.html and the runs."),
     full: bool = typer.Option(False, "--full", help="The full AffNIST budget (about 30 min on 2 CPU cores) instead of the quick one."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
 ) -> None:

@@ -67,7 +67,7 @@ def test_bad_key_lists_the_valid_keys(tmp_path):
 
 def test_demo_writes_images_and_a_contact_sheet(tmp_path):
     out = tmp_path / "demo"
-    r = runner.invoke(app, ["demo", "--out", str(out), "--num-images", "3"])
+    r = runner.invoke(app, ["paste-demo", "--out", str(out), "--num-images", "3"])
     assert r.exit_code == 0, r.output
     assert "contact sheet:" in r.output and "synthloop replay" in r.output
     assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.jpg", "000001.jpg", "000002.jpg"]
@@ -75,10 +75,10 @@ def test_demo_writes_images_and_a_contact_sheet(tmp_path):
     sheet = load_image(out / "contact_sheet.png")
     assert sheet.ndim == 3 and np.asarray(sheet).std() > 10
     # running it again replaces the previous demo; a foreign folder is refused
-    assert runner.invoke(app, ["demo", "--out", str(out), "--num-images", "2"]).exit_code == 0
+    assert runner.invoke(app, ["paste-demo", "--out", str(out), "--num-images", "2"]).exit_code == 0
     assert len(list((out / "images").iterdir())) == 2
     other = tmp_path / "other"
     other.mkdir()
     (other / "mine.txt").write_text("x")
-    r = runner.invoke(app, ["demo", "--out", str(other)])
+    r = runner.invoke(app, ["paste-demo", "--out", str(other)])
     assert r.exit_code != 0 and (other / "mine.txt").is_file()
