@@ -246,9 +246,10 @@ def paste_object(
     Photometric changes are applied to the cut-out before warping (they are per-pixel colour
     maps, so this equals applying them after). ``matrix`` (the placement's forward matrix) and
     ``color_map`` (its photometric map) may be passed in when computed for a whole scene at once,
-    and ``support`` (see :func:`alpha_support`); by default they are computed here. ``clamp=False``
-    leaves the clamp of the window to the caller (see :func:`blend_into`). Returns (slices of the visible window or None, the hard
-    mask in the window, the full area in pixels).
+    and ``support`` (see :func:`alpha_support`); by default they are computed here.
+    ``clamp=False`` leaves the clamp of the window to the caller (see :func:`blend_into`).
+    Returns (slices of the visible window or None, the hard mask in the window, the full area in
+    pixels).
     """
     if rgba is None:
         rgba = np.dstack([rgb, alpha]).astype(np.float32, copy=False)
@@ -272,7 +273,7 @@ def paste_object(
         # TERSE A.2: keep only pixels that were fully inside the mask before resampling
         w_alpha = (w_alpha >= 1.0 - 1e-3).astype(np.float32)
     cs, ws = sl
-    # bilinear resampling of colours in [0, 1] stays in [0, 1]: no clamp needed
+    # a cut-out's colours are in [0, 1] and bilinear resampling keeps them there
     blend_into(canvas_img[cs], warped[ws], w_alpha[ws], obj.blend.mode, obj.blend.options, clamp=clamp)
     return sl, hard, full_area
 
@@ -374,7 +375,7 @@ def render_scene(params: SceneParams, instances: InstanceSource, backgrounds: Ba
             )
         )
     rendered.reverse()
-    np.minimum(img, 1.0, out=img)  # the blends were not clamped one by one (see blend_into)
+    np.clip(img, 0.0, 1.0, out=img)  # the blends were not clamped one by one (see blend_into)
     return SceneResult(image=img, objects=rendered)
 
 
