@@ -205,7 +205,8 @@ def sample_digit_scene(
     Returns:
         ``(record, result)``: ``record`` is ``{"scene": SceneParams dict, "digits": [{"mnist_split",
         "mnist_index", "category_id", "tint", "height", "angle"}, ...], "used": n}`` (digit ``k`` is
-        object ``k`` of the scene); ``result`` is the rendered image and per-object masks and boxes.
+        object ``k`` of the scene, whose ``instance`` is ``k``); ``result`` is the rendered image and
+        per-object masks and boxes.
     """
     g = generator
     canvas = (CANVAS, CANVAS)

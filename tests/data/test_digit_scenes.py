@@ -162,7 +162,19 @@ def test_digit_bank_holds_training_digits_only():
     a = ds.digit_bank(indices=[1, 2], generator=torch.Generator().manual_seed(0))
     b = ds.digit_bank(indices=[1, 2], generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.tensor(0)[0], b.tensor(0)[0]) and not torch.equal(a.tensor(0)[0], a.tensor(1)[0])
-    assert len(ds.digit_bank()) == 50_000
     with pytest.raises(InputError) as exc:
         ds.digit_bank(indices=[50_000])
     assert exc.value.field == "indices"
+
+
+def test_digit_bank_reads_nothing_but_the_training_split(monkeypatch):
+    requested = []
+
+    def fake_mnist(split, cache_dir=None):
+        requested.append(split)
+        return torch.rand(5, 1, 28, 28), torch.arange(5)
+
+    monkeypatch.setattr(ds, "load_mnist", fake_mnist)
+    bank = ds.digit_bank()
+    assert requested == ["train"] and len(bank) == 5
+    assert [bank.category_of(i) for i in range(5)] == [1, 2, 3, 4, 5]

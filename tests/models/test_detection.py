@@ -14,7 +14,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from synthloop.data.dataset import Annotation, Category
 from synthloop.errors import InputError
-from synthloop.models import create_model, freeze
+from synthloop.models import Target, create_model, freeze
 from synthloop.models.detection import (
     DetectionTarget,
     LabelMap,
@@ -359,8 +359,11 @@ def test_small_detector_trains_and_predicts():
     torch.manual_seed(0)
     model = create_model("small_detector")
     assert isinstance(model, SmallDetector)
-    assert 500_000 < count_parameters(model) < 1_500_000
+    assert count_parameters(model) == 830_704
+    features = model.backbone(torch.zeros(1, 3, 128, 128))
+    assert {k: tuple(v.shape) for k, v in features.items()} == {"p3": (1, 64, 16, 16), "p4": (1, 64, 8, 8)}
     target = DetectionTarget(model.train(), 10)
+    assert isinstance(target, Target)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 128, 128, generator=g, requires_grad=True)
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 14.0, 40.0], [60.0, 50.0, 100.0, 100.0]]), "labels": torch.tensor([2, 10])}] * 2
@@ -374,3 +377,5 @@ def test_small_detector_trains_and_predicts():
     assert len(out) == 2 and out[0]["boxes"].shape[1] == 4
     with pytest.raises(ValueError, match="multiple of 32"):
         SmallDetector(fpn_channels=48)
+    with pytest.raises(ValueError, match="one size per pyramid level"):
+        SmallDetector(point_sizes=(4, 8, 16))
