@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-throughput bench-affnist clean
+.PHONY: demo test bench bench-throughput bench-render bench-affnist clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,10 +18,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
-bench: bench-throughput
+bench: bench-throughput bench-render bench-affnist
 
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+
+bench-render: $(STAMP)
+	$(BIN)/python benchmarks/render_throughput.py
 
 bench-affnist: $(STAMP)
 	$(BIN)/python benchmarks/affnist_efficiency.py

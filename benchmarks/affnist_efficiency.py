@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import RESULTS, repo_relative, write_result  # noqa: E402
+from common import RESULTS, repo_relative, write_result  # noqa: E402
 
 from synthloop.loops.affnist import EfficiencyConfig, export_target, run_efficiency  # noqa: E402
 from synthloop.report.plots import accuracy_curves_png  # noqa: E402

@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import RESULTS, write_result  # noqa: E402
+from common import RESULTS, write_result  # noqa: E402
 
 from synthloop.loops.affnist import ErrorConfig, run_error  # noqa: E402
 

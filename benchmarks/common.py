@@ -37,8 +37,9 @@ def git_dirty() -> bool | None:
     return None if out is None else bool(out.strip())
 
 
-def machine_facts() -> dict[str, Any]:
-    """CPU, memory, OS and library versions the timings depend on, and the load when measured."""
+def machine_facts(device: str = "cpu") -> dict[str, Any]:
+    """CPU, memory, OS and library versions the timings depend on, the load when measured, and the
+    GPU when ``device`` is a CUDA device."""
     import cv2
     import numpy as np
     import PIL
@@ -53,7 +54,8 @@ def machine_facts() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {
+    facts = {
+        "device": device,
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "cpu_count_physical": psutil.cpu_count(logical=False),
@@ -67,6 +69,9 @@ def machine_facts() -> dict[str, Any]:
         "numpy": np.__version__,
         "pillow": PIL.__version__,
     }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return facts
 
 
 class PeakRSS:
@@ -131,10 +136,18 @@ class PeakRSS:
         return round(self.peaks[kind], 1)
 
 
-def write_result(name: str, result: dict[str, Any], *, results_dir: Path = RESULTS) -> Path:
+def write_result(name: str, result: dict[str, Any], *, device: str = "cpu", results_dir: Path = RESULTS) -> Path:
     """Write ``result`` with commit and machine facts to ``<results_dir>/<name>.json`` atomically."""
-    facts = machine_facts()
+    facts = machine_facts(device)
     doc = {"commit": git_commit(), "dirty": git_dirty(), "cpu_count": facts["cpu_count"], "machine": facts, **result}
     path = Path(results_dir) / f"{name}.json"
     atomic_write_json(path, doc)
     return path
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it, else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(Path(path).resolve())
