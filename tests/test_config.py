@@ -63,3 +63,13 @@ def test_seeds_are_stable_and_distinct():
     assert len({derive_seed(0, i) for i in range(1000)}) == 1000
     a = make_generator(3, "w").initial_seed()
     assert a == make_generator(3, "w").initial_seed() != make_generator(3, "v").initial_seed()
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "p.txt"
+    atomic_write_json(target, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
