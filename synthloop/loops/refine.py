@@ -36,6 +36,8 @@ periodic checkpoints, write the refined folder, measure label preservation and f
 
 from __future__ import annotations
 
+import abc
+
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -579,15 +581,16 @@ def apply_model(model: nn.Module, images: torch.Tensor, *extra: torch.Tensor, ba
     return torch.cat(out)
 
 
-class _Loop:
+class _Loop(abc.ABC):
     """``train()`` on top of ``step``, ``total_steps``, ``done`` and ``train_step()``."""
 
     step: int
     total_steps: int
     done: bool
 
+    @abc.abstractmethod
     def train_step(self) -> dict[str, float]:
-        raise NotImplementedError
+        """One optimisation step; returns its losses."""
 
     def train(self, steps: int | None = None, callback: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
         """Run ``steps`` more steps (default: until done); ``callback(step, losses)`` after each."""
@@ -624,8 +627,9 @@ class _Trainer(_Loop):
         return make_generator(self.seed, self.method, *keys)
 
     @property
+    @abc.abstractmethod
     def total_steps(self) -> int:
-        raise NotImplementedError
+        """Steps of the whole schedule."""
 
     @property
     def done(self) -> bool:
