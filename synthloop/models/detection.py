@@ -391,10 +391,15 @@ class DetectionTarget:
 
     def predict(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The model's detections, one dict per image: ``boxes`` ``Tensor[K, 4]`` (xyxy, pixels of
-        the input), ``labels`` ``Tensor[K]`` (``1..C``), ``scores`` ``Tensor[K]``."""
+        the input), ``labels`` ``Tensor[K]`` (``1..C``), ``scores`` ``Tensor[K]``. Detections of
+        label 0 (the background class) are dropped."""
         self._check_images(images)
         with detection_mode(self.model, False):
-            return self.model(list(images.unbind(0)))
+            dets = self.model(list(images.unbind(0)))
+        # FCOS and RetinaNet score every class channel with a sigmoid, channel 0 (the background)
+        # included, so an untrained or unsure model can return "background" detections; they are
+        # no object of any category and are dropped here.
+        return [{k: v[d["labels"] > 0] for k, v in d.items()} if bool((d["labels"] == 0).any()) else d for d in dets]
 
     def confidence(self, images: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]]) -> list[torch.Tensor]:
         """Per object, the highest score among detections of its class with IoU >= ``iou_threshold``
