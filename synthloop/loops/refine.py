@@ -54,12 +54,13 @@ from torch import nn
 from synthloop.config import Config
 from synthloop.data.folders import ImageFolder, check_same_classes, read_image_folder, write_image_folder
 from synthloop.errors import InputError, SynthloopError
+from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.metrics.classification import accuracy
 from synthloop.metrics.refinement import foreground_iou, label_preservation, label_preservation_per_class
 from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
 from synthloop.models.refiners import PixelDAGenerator, ResnetGenerator, SmallResNet, init_gan_weights
 from synthloop.models.targets import freeze
-from synthloop.utils.atomic import atomic_open, atomic_write_json, atomic_write_text
+from synthloop.utils.atomic import atomic_write_json, atomic_write_text
 from synthloop.utils.seeding import derive_seed, make_generator
 
 # --------------------------------------------------------------------------------------------
@@ -1247,26 +1248,18 @@ Trainer = CycleGANTrainer | MrGANTrainer | PixelDATrainer
 
 def save_refiner_checkpoint(path: str | Path, trainer: Trainer, config: Mapping[str, Any] | None = None) -> None:
     """Write ``trainer``'s full state (and the run's config) to ``path`` atomically."""
-    payload = {"format": 1, "config": dict(config) if config is not None else None, "trainer": trainer.state_dict()}
-    with atomic_open(path, "wb") as fh:
-        torch.save(payload, fh)
+    save_checkpoint(path, {"kind": "refiner", "config": dict(config) if config is not None else None, "trainer": trainer.state_dict()})
 
 
 def read_refiner_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_refiner_checkpoint` (tensors on the CPU).
 
     Raises:
-        InputError: missing or unreadable file.
+        InputError: missing or unreadable file, or a checkpoint of another kind.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("checkpoint not found", file=path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged or foreign file
-        raise InputError(f"not a readable checkpoint ({type(e).__name__}: {e})", file=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != 1 or "trainer" not in payload:
-        raise InputError("not a synthloop refinement checkpoint", file=path)
+    payload = load_checkpoint(path)
+    if payload.get("kind") != "refiner" or "trainer" not in payload:
+        raise InputError("not a synthloop refinement checkpoint", file=Path(path))
     return payload
 
 

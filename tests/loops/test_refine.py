@@ -260,7 +260,7 @@ def test_checkpoint_of_another_method_is_rejected(domains, tmp_path):
         load_refiner_checkpoint(tmp_path / "c.pt", PixelDATrainer(pixelda_cfg(), syn, real))
     assert e.value.file == str(tmp_path / "c.pt")
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(InputError, match="not a readable checkpoint"):
+    with pytest.raises(InputError, match="cannot read checkpoint"):
         load_refiner_checkpoint(tmp_path / "junk.pt", CycleGANTrainer(cyclegan_cfg(), syn, real))
 
 
