@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-throughput bench-render bench-affnist clean
+.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
-bench: bench-throughput bench-render bench-affnist
+bench: bench-throughput bench-render bench-affnist bench-detection
 
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
@@ -29,6 +29,9 @@ bench-render: $(STAMP)
 bench-affnist: $(STAMP)
 	$(BIN)/python benchmarks/affnist_efficiency.py
 	$(BIN)/python benchmarks/affnist_error.py
+
+bench-detection: $(STAMP)
+	$(BIN)/python benchmarks/detection.py
 
 clean:
 	rm -rf runs .pytest_cache
