@@ -1,0 +1,183 @@
+"""Report pieces for detection runs (``synthloop terse``): the AP table, images with their boxes
+drawn green (detected) or red (missed) as in TERSE's figures, loss curves, and the page itself.
+
+Every drawing function returns PNG bytes for :class:`~synthloop.report.html.Figure`; the page is
+written by :func:`write_detection_report` as one self-contained HTML file.
+
+Colours: a box is drawn green when the model's confidence on the object (highest score of a
+detection of the object's class with IoU >= 0.5, see
+:meth:`~synthloop.models.detection.DetectionTarget.confidence`) is at least the threshold (0.5,
+TERSE A.2), red otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure as MplFigure
+from PIL import Image, ImageDraw
+
+from synthloop.metrics.hardness import hardness_histogram
+from synthloop.report.contact_sheet import _font
+from synthloop.report.html import Block, Figure, Heading, Table, Text, write_html
+from synthloop.report.plots import _png, figure_png, hardness_histogram_png
+
+AP_COLUMNS: tuple[tuple[str, str], ...] = (("ap50", "AP50"), ("ap60", "AP60"), ("ap70", "AP70"), ("ap80", "AP80"), ("ap", "AP[.5:.95]"))
+"""``(result key, column title)`` of the AP table, in the order of TERSE Table 4."""
+
+DETECTED = (40, 200, 60)
+MISSED = (230, 40, 40)
+GRID_BACKGROUND = (32, 32, 32)
+
+
+def ap_table(results: Mapping[str, Mapping[str, float] | None], *, caption: str | None = None, reference: str | None = None) -> Table:
+    """The AP table: one row per model (``name -> {"ap50", "ap60", "ap70", "ap80", "ap"}`` as
+    fractions), values in percent. With ``reference`` (a row name), rows after it get a
+    ``dAP80`` column: their AP80 minus the reference's, in points. A ``None`` result is a row of
+    dashes (e.g. a baseline that was not evaluated)."""
+    header = ["model", *(title for _, title in AP_COLUMNS)]
+    ref = results.get(reference) if reference is not None else None
+    if ref is not None:
+        header.append("dAP80")
+    rows: list[list[object]] = []
+    for name, r in results.items():
+        row: list[object] = [name, *((100.0 * float(r[k]) if r is not None else None) for k, _ in AP_COLUMNS)]
+        if ref is not None:
+            row.append(None if r is None or name == reference else 100.0 * (float(r["ap80"]) - float(ref["ap80"])))
+        rows.append(row)
+    return Table(header, rows, caption=caption, float_format="{:.2f}")
+
+
+def detection_tile(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    detected: Sequence[bool],
+    *,
+    names: Sequence[str] | None = None,
+    scale: int = 2,
+) -> Image.Image:
+    """One image ``Tensor[3, H, W]`` in [0, 1] enlarged ``scale`` times (nearest neighbour) with
+    its ``boxes`` ``Tensor[N, 4]`` (xyxy px) drawn green where ``detected[i]`` else red, and
+    ``names[i]`` written on each box when given."""
+    array = (image.detach().float().cpu().clamp(0.0, 1.0).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    if scale > 1:
+        array = array.repeat(scale, 0).repeat(scale, 1)
+    im = Image.fromarray(np.ascontiguousarray(array))
+    draw = ImageDraw.Draw(im)
+    font = _font(max(9, 5 * scale))
+    width = max(1, scale)
+    for k, (x0, y0, x1, y1) in enumerate(boxes.detach().float().cpu().reshape(-1, 4).tolist()):
+        color = DETECTED if bool(detected[k]) else MISSED
+        draw.rectangle([x0 * scale, y0 * scale, max(x1 * scale - 1, x0 * scale), max(y1 * scale - 1, y0 * scale)], outline=color, width=width)
+        if names is not None:
+            label = str(names[k])
+            tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), label, font=font)
+            tx, ty = x0 * scale, max(y0 * scale - (ty1 - ty0) - 2, 0)
+            draw.rectangle([tx, ty, tx + (tx1 - tx0) + 3, ty + (ty1 - ty0) + 2], fill=color)
+            draw.text((tx + 1 - tx0, ty + 1 - ty0), label, fill=(255, 255, 255), font=font)
+    return im
+
+
+def detection_grid_png(
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    boxes: Sequence[torch.Tensor],
+    detected: Sequence[Sequence[bool]],
+    *,
+    names: Sequence[Sequence[str]] | None = None,
+    columns: int | None = None,
+    scale: int = 2,
+) -> bytes:
+    """A grid of :func:`detection_tile` s (TERSE Fig. 4/9 style: green = detected, red = missed).
+
+    Args:
+        images: ``N`` images ``Tensor[3, H, W]`` in [0, 1] (or one ``Tensor[N, 3, H, W]``); they may differ in size.
+        boxes: per image ``Tensor[K_i, 4]`` xyxy pixels.
+        detected: per image ``K_i`` booleans.
+        names: optional per image ``K_i`` labels written on the boxes.
+        columns: tiles per row (default about ``sqrt(N)``).
+    """
+    images = list(images)
+    if not images:
+        raise ValueError("no images to draw")
+    if not (len(boxes) == len(detected) == len(images)) or (names is not None and len(names) != len(images)):
+        raise ValueError(f"{len(images)} images but {len(boxes)} box sets and {len(detected)} detected flags")
+    tiles = [detection_tile(im, b, d, names=None if names is None else names[i], scale=scale) for i, (im, b, d) in enumerate(zip(images, boxes, detected))]
+    cols = columns or math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    pad = 4
+    cw, ch = max(t.width for t in tiles) + pad, max(t.height for t in tiles) + pad
+    sheet = Image.new("RGB", (cols * cw + pad, rows * ch + pad), GRID_BACKGROUND)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, cols)
+        sheet.paste(t, (pad + c * cw, pad + r * ch))
+    return _png(np.asarray(sheet))
+
+
+def loss_curves_png(curves: Mapping[str, Sequence[float]], *, title: str = "Training losses", xlabel: str = "epoch", ylabel: str = "loss") -> bytes:
+    """Line plot of ``name -> values`` (x = 1, 2, ...); empty curves are skipped. Log y-axis when
+    every value is positive and they span more than a factor of 20."""
+    fig = MplFigure(figsize=(6.4, 3.8))
+    ax = fig.add_subplot()
+    values = []
+    for name, ys in curves.items():
+        ys = [float(v) for v in ys]
+        if not ys:
+            continue
+        values += ys
+        ax.plot(range(1, len(ys) + 1), ys, marker="o", markersize=3, label=name)
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if values:
+        ax.legend(loc="upper right", fontsize=8)
+    return figure_png(fig)
+
+
+def confidence_histogram_png(confidences: Mapping[str, torch.Tensor], *, bins: int = 20, title: str = "Hardness of the generated objects") -> bytes:
+    """Histogram of per-object hardness ``1 - confidence`` for each named set (TERSE Fig. 8
+    analogue; hard positives are the objects right of 0.5). Empty sets are left out; raises
+    :class:`~synthloop.errors.InputError` when every set is empty."""
+    scores = {name: 1.0 - c.detach().float().flatten().cpu().clamp(0.0, 1.0) for name, c in confidences.items() if c.numel()}
+    return hardness_histogram_png(hardness_histogram(scores, bins=bins), title=title)
+
+
+def history_table(history: Sequence[Mapping[str, Any]], *, caption: str | None = None) -> Table:
+    """One row per cycle with every numeric value the loop logged (columns in first-seen order)."""
+    keys: list[str] = []
+    for h in history:
+        keys += [k for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+    rows = [[i + 1, *(h.get(k) for k in keys)] for i, h in enumerate(history)]
+    return Table(["cycle", *keys], rows, caption=caption)
+
+
+def write_detection_report(path: str | Path, title: str, blocks: Sequence[Block], *, subtitle: str | None = None) -> Path:
+    """Write the report page (a thin alias of :func:`~synthloop.report.html.write_html`, so
+    callers need one import)."""
+    return write_html(path, title, blocks, subtitle=subtitle)
+
+
+__all__ = [
+    "AP_COLUMNS",
+    "DETECTED",
+    "MISSED",
+    "Figure",
+    "Heading",
+    "Table",
+    "Text",
+    "ap_table",
+    "confidence_histogram_png",
+    "detection_grid_png",
+    "detection_tile",
+    "history_table",
+    "loss_curves_png",
+    "write_detection_report",
+]
