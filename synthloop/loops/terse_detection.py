@@ -782,6 +782,7 @@ class SceneTerse:
         syn_images = torch.stack([s.image for s in self.scenes]) if self.scenes else None
         syn_targets = [s.target for s in self.scenes] if self.scenes else None
         t_progress = (lambda step, total, loss: progress(f"cycle {cycle}: target", step, total)) if progress is not None else None
+        self.target.model.train()  # train_detector leaves the mode to the caller (BatchNorm statistics)
         log = train_detector(
             self.target,
             self.real_images,
