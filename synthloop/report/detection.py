@@ -154,9 +154,126 @@ def history_table(history: Sequence[Mapping[str, Any]], *, caption: str | None =
     """One row per cycle with every numeric value the loop logged (columns in first-seen order)."""
     keys: list[str] = []
     for h in history:
-        keys += [k for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys]
+        keys += [k for k, v in h.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys and k != "cycle"]
     rows = [[i + 1, *(h.get(k) for k in keys)] for i, h in enumerate(history)]
     return Table(["cycle", *keys], rows, caption=caption)
+
+
+LOOP_LOSS_KEYS = ("t_loss", "s_loss", "s_target_loss", "s_adv_loss", "d_loss")
+"""Per-cycle values of the scene loop's history drawn as loss curves (those present)."""
+
+
+def _detected(confidence: torch.Tensor, n: int, threshold: float) -> list[bool]:
+    c = confidence.detach().float().reshape(-1)
+    if c.numel() != n:
+        return [False] * n
+    return [bool(v >= threshold) for v in c.tolist()]
+
+
+def scene_grid_png(scenes: Sequence[Any], names: Mapping[int, str], *, threshold: float = 0.5, columns: int | None = None, scale: int = 2) -> bytes:
+    """Composites (:class:`~synthloop.loops.terse_detection.SyntheticScene`) with their labelled
+    objects boxed green where the model of their cycle detected them (generation confidence >=
+    ``threshold``) and red where it missed them; the category name is written on each box."""
+    return detection_grid_png(
+        [s.image for s in scenes],
+        [s.target["boxes"] for s in scenes],
+        [_detected(s.confidence, int(s.target["boxes"].reshape(-1, 4).shape[0]), threshold) for s in scenes],
+        names=[[names.get(int(c), str(c)) for c in s.category_ids] for s in scenes],
+        columns=columns,
+        scale=scale,
+    )
+
+
+def build_detection_report(
+    *,
+    cfg: Any,
+    metrics: Mapping[str, Any],
+    scenes: Sequence[Any],
+    confidences: Mapping[str, torch.Tensor],
+    label_map: Any,
+    real_images: torch.Tensor | None = None,
+    real_targets: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    real_confidence: Sequence[torch.Tensor] | None = None,
+) -> list[Block]:
+    """The blocks of a ``synthloop terse`` report: AP table (baseline vs fine-tuned), hardness
+    histogram of the generated objects, per-cycle sample grids (green = detected, red = missed),
+    the fine-tuned model on evaluation images, loss curves and the per-cycle history.
+
+    ``cfg`` is the job's :class:`~synthloop.loops.terse_detection_job.TerseDetectionJobConfig`,
+    ``metrics`` what the job writes to ``metrics.json``."""
+    thr = float(cfg.loop.hard_threshold)
+    names = dict(zip(label_map.category_ids, label_map.names))
+    baseline = metrics["baseline"]
+    blocks: list[Block] = [
+        Heading("Average precision"),
+        Text(
+            f"COCO box AP (pycocotools) on {metrics['eval_set_kind']} set {metrics['eval_set']}. Baseline: the model "
+            + (f"after {baseline['epochs']} epochs on the real set" if baseline.get("epochs") else "as it started the loop")
+            + (f" (from {baseline['from_checkpoint']})" if baseline.get("from_checkpoint") else "")
+            + f"; fine-tuned: after {len(metrics['history'])} TERSE cycles (real:synthetic {cfg.loop.real_ratio} in each batch)."
+        ),
+        ap_table({"baseline": baseline.get("ap"), "fine-tuned": metrics["final_ap"]}, reference="baseline", caption="AP in points"),
+    ]
+    h = metrics.get("hardness", {})
+    blocks += [Heading("Hardness of the generated objects")]
+    if any(c.numel() for c in confidences.values()):
+        fr_gen, fr_base = h.get("hard_positive_fraction_at_generation"), h.get("hard_positive_fraction_under_baseline")
+        blocks += [
+            Text(
+                f"{metrics['synthetic_images']} kept composites with {h.get('objects', 0)} labelled objects. Hardness = 1 - the "
+                f"detector's confidence on the object (highest score of a detection of its class with IoU >= 0.5); hard positives "
+                f"have confidence < {thr:g}: "
+                + (f"{100 * fr_gen:.1f} % at generation" if fr_gen is not None else "-")
+                + (f", {100 * fr_base:.1f} % under the baseline" if fr_base is not None else "")
+                + " (TERSE Fig. 8 analogue)."
+            ),
+            Figure(confidence_histogram_png(confidences), "Hardness of the pasted objects of the kept composites", alt="hardness histogram"),
+        ]
+    else:
+        blocks.append(Text("No composite was kept, so there is nothing to histogram."))
+    blocks.append(Heading("Generated hard examples per cycle"))
+    per_cycle: dict[int, list[Any]] = {}
+    for s in scenes:
+        per_cycle.setdefault(int(s.params.get("cycle", 0)), []).append(s)
+    n = int(cfg.report.samples_per_cycle)
+    if n and per_cycle:
+        for cycle in sorted(per_cycle):
+            chosen = per_cycle[cycle][:n]
+            blocks.append(
+                Figure(
+                    scene_grid_png(chosen, names, threshold=thr, columns=min(len(chosen), 4), scale=cfg.report.scale),
+                    f"Cycle {cycle}: {len(chosen)} of {len(per_cycle[cycle])} kept composites; green = detected by the model of that "
+                    f"cycle (confidence >= {thr:g}), red = missed",
+                    alt=f"cycle {cycle} samples",
+                )
+            )
+    else:
+        blocks.append(Text("No composites to show."))
+    if real_images is not None and real_targets is not None and real_confidence is not None and len(real_images):
+        blocks += [
+            Heading("Fine-tuned model on evaluation images"),
+            Figure(
+                detection_grid_png(
+                    list(real_images), [t["boxes"] for t in real_targets],
+                    [_detected(c, int(t["boxes"].reshape(-1, 4).shape[0]), thr) for c, t in zip(real_confidence, real_targets)],
+                    names=[[names.get(label_map.category_ids[int(lb) - 1], str(int(lb))) for lb in t["labels"].tolist()] for t in real_targets],
+                    columns=min(len(real_images), 4), scale=cfg.report.scale,
+                ),  # fmt: skip
+                f"Ground-truth boxes of the first {len(real_images)} evaluation images (at the job's image size): green = "
+                f"detected by the fine-tuned model, red = missed",
+                alt="evaluation images",
+            ),
+        ]
+    blocks.append(Heading("Losses"))
+    if baseline.get("epoch_losses"):
+        blocks.append(Figure(loss_curves_png({"baseline (real set)": baseline["epoch_losses"]}, title="Baseline training loss"), "Mean detection loss per baseline epoch"))
+    loop_curves = {k: [row.get(k, float("nan")) for row in metrics["history"]] for k in LOOP_LOSS_KEYS if any(k in row for row in metrics["history"])}
+    if loop_curves:
+        blocks.append(Figure(loss_curves_png(loop_curves, title="Scene loop losses per cycle", xlabel="cycle"), "Per cycle: T's last-epoch loss (t_loss), S's mean objective and its parts, D's mean loss"))
+    if metrics["history"]:
+        blocks += [Heading("Per-cycle history"), history_table(metrics["history"])]
+    blocks += [Heading("Run"), Text(f"Foregrounds: {metrics.get('foregrounds', '')}. Wall time {metrics.get('seconds', 0):.0f} s.")]
+    return blocks
 
 
 def write_detection_report(path: str | Path, title: str, blocks: Sequence[Block], *, subtitle: str | None = None) -> Path:
@@ -174,10 +291,12 @@ __all__ = [
     "Table",
     "Text",
     "ap_table",
+    "build_detection_report",
     "confidence_histogram_png",
     "detection_grid_png",
     "detection_tile",
     "history_table",
     "loss_curves_png",
+    "scene_grid_png",
     "write_detection_report",
 ]
