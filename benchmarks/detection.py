@@ -67,6 +67,7 @@ METHOD_NAMES = ("random_paste", "random_paste_artefacts", "terse_no_d", "terse_d
 AP_KEYS = ("ap50", "ap60", "ap70", "ap80", "ap")
 HARD_THRESHOLD = 0.5
 HIST_BINS = 20
+SAMPLES_PER_METHOD = 6
 CPL_BLENDS = ["none", "alpha", "gaussian", "box", "motion"]
 """Cut-Paste-Learn's blend modes (poisson left out: it is not a torch op and the loop blends in torch)."""
 
@@ -77,16 +78,25 @@ FULL: dict[str, Any] = {
     "sizes": None,  # the default 2,000 / 500 / 1,000
     "bank_digits": 5000,
     "baseline": {"epochs": 12, "batch_size": 8, "lr": 3e-3, "select_from_epoch": 6},
+    # the loop's real set: a fixed random subset of the training images (T's real half and D's real images)
+    "loop_real": 1000,
     # SceneTerseConfig values shared by every method (the loop's own defaults for the rest)
-    "loop": {"cycles": 3, "t_epochs": 1, "hard_per_cycle": 334, "t_batch_size": 8},
-    "ablation_loop": {},  # overrides of "loop" for the ablation runs (and the terse_d reference)
+    "loop": {
+        "cycles": 2, "s_steps": 40, "batch_size": 8, "lr_s": 1e-3, "hard_per_cycle": 300, "max_candidates_per_cycle": 900,
+        "t_epochs": 1, "t_batch_size": 8, "d_steps": 20,
+    },  # fmt: skip
+    "ablation_loop": {"cycles": 1},  # overrides of "loop" for the ablation runs (with their own terse_d / terse_no_d references)
     "eval_batch_size": 32,
 }
 QUICK: dict[str, Any] = {
     "sizes": {"train": 48, "val": 16, "test": 24},
     "bank_digits": 200,
     "baseline": {"epochs": 1, "batch_size": 8, "lr": 3e-3, "select_from_epoch": 1},
-    "loop": {"cycles": 1, "t_epochs": 1, "hard_per_cycle": 8, "t_batch_size": 8, "s_steps": 1, "batch_size": 4, "max_candidates_per_cycle": 16},
+    "loop_real": 32,
+    "loop": {
+        "cycles": 1, "s_steps": 1, "batch_size": 2, "hard_per_cycle": 4, "max_candidates_per_cycle": 8, "t_epochs": 1, "t_batch_size": 8,
+        "d_steps": 1, "s_channels": [8, 8, 8, 8], "s_branch_channels": 8, "s_input_size": 112,
+    },  # fmt: skip
     "ablation_loop": {},
     "eval_batch_size": 16,
 }
@@ -162,6 +172,11 @@ class Data:
         self.label_map = LabelMap.from_categories(self.train.categories)
         self.train_images = load_images(self.train)
         self.train_targets = dataset_targets(self.train, self.label_map)
+        n_real = min(int(budget["loop_real"]), len(self.train.images))
+        order = torch.randperm(len(self.train.images), generator=make_generator(seed, "detection-bench/loop-real"))[:n_real]
+        self.loop_indices = sorted(order.tolist())
+        self.loop_images = self.train_images[self.loop_indices]
+        self.loop_targets = [self.train_targets[i] for i in self.loop_indices]
         n_digits = int(budget["bank_digits"])
         pick = torch.randperm(50_000, generator=make_generator(seed, "detection-bench/bank"))[:n_digits]
         self.bank_indices = sorted(pick.tolist())
@@ -258,6 +273,38 @@ def loop_config(budget: Mapping[str, Any], overrides: Mapping[str, Any], seed: i
     return SceneTerseConfig(**values)
 
 
+def baseline_key(baseline: DetectionTarget) -> str:
+    return _key({k: round(float(v.double().sum()), 6) for k, v in baseline.model.state_dict().items()})
+
+
+def real_only_control(data: Data, baseline: DetectionTarget, budget: Mapping[str, Any], seed: int, run_dir: Path, log: Log) -> dict[str, Any]:
+    """The baseline fine-tuned on the loop's real images alone with the methods' T schedule (same
+    cycles, same optimiser steps and images per cycle, batches all real): separates the effect of
+    the synthetic images from that of training longer."""
+    from synthloop.utils.seeding import derive_seed
+
+    cfg = loop_config(budget, {}, seed)
+    r, s_part = (int(v) for v in cfg.real_ratio.split(":"))
+    epochs = cfg.t_epochs * (r + s_part) // r  # as many images (and steps) per cycle as a 1:1 T phase
+    key = _key({"cycles": cfg.cycles, "epochs": epochs, "lr": cfg.lr_t, "bs": cfg.t_batch_size, "baseline": baseline_key(baseline), "real": data.loop_indices})
+    cache = run_dir / "real_only_finetune.json"
+    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
+        log("real_only_finetune: cached")
+        return json.loads(cache.read_text())["result"] | {"cached": True}
+    target = copy_target(baseline)
+    t0 = time.perf_counter()
+    for cycle in range(1, cfg.cycles + 1):
+        train_detector(
+            target, data.loop_images, data.loop_targets, epochs=epochs, batch_size=cfg.t_batch_size, lr=cfg.lr_t, augment=cfg.t_augment, seed=derive_seed(cfg.seed, "T", cycle)
+        )
+    train_s = time.perf_counter() - t0
+    ap = evaluate_detector(target, data.test, batch_size=budget["eval_batch_size"])
+    out = {**_rounded(ap), "cycles": cfg.cycles, "epochs_per_cycle": epochs, "timings": {"train_s": round(train_s, 1)}, "cached": False}
+    atomic_write_json(cache, {"key": key, "result": out})
+    log(f"real_only_finetune: AP50 {ap['ap50']:.3f} AP80 {ap['ap80']:.3f} AP {ap['ap']:.3f} | {train_s:.0f} s")
+    return out
+
+
 def baseline_confidence(baseline: DetectionTarget, scenes: Sequence[Any], batch_size: int) -> torch.Tensor:
     """The baseline's confidence on every pasted object of ``scenes`` (image order, then object order)."""
     if not scenes:
@@ -293,24 +340,20 @@ def run_method(
     from synthloop.loops.terse_detection import SceneTerse
 
     cfg = loop_config(budget, overrides, seed, ablation=ablation)
-    cfg_doc = json.loads(cfg.model_dump_json())
-    baseline_key = _key({k: float(v.double().sum()) for k, v in baseline.model.state_dict().items()})
-    key = _key({"config": cfg_doc, "baseline": baseline_key, "sizes": data.sizes(), "bank": data.bank_indices})
+    cfg_doc = cfg.to_dict()
+    key = _key({"config": cfg_doc, "baseline": baseline_key(baseline), "sizes": data.sizes(), "bank": data.bank_indices, "real": data.loop_indices})
     cache = run_dir / f"{name}.json"
     if cache.is_file():
         doc = json.loads(cache.read_text())
         if doc.get("key") == key:
-            log(f"{name}: cached result from {cache}")
+            log(f"{name}: cached result from {repo_relative(cache)}")
             return doc["result"] | {"cached": True}
 
     target = copy_target(baseline)
     t0 = time.perf_counter()
-    loop = SceneTerse(cfg, target, data.train_images, data.train_targets, data.foregrounds, data.backgrounds)
-
-    def progress(*args: Any, **kwargs: Any) -> None:
-        return None
-
-    result = loop.run(run_dir / name)
+    loop = SceneTerse(cfg, target, data.loop_images, data.loop_targets, data.foregrounds, data.backgrounds)
+    # a folder per configuration: an interrupted run of the same configuration resumes from its last cycle
+    result = loop.run(run_dir / f"{name}-{key}", resume=True)
     loop_s = time.perf_counter() - t0
     scenes = list(result.scenes)
     for i, h in enumerate(result.history):
@@ -337,8 +380,8 @@ def run_method(
         "timings": {"loop_s": round(loop_s, 1), "test_eval_s": round(eval_s, 1), "hardness_s": round(hard_s, 1)},
         "cached": False,
     }
+    save_samples(run_dir / f"{name}_samples.pt", scenes, conf)
     atomic_write_json(cache, {"key": key, "result": out})
-    torch.save([s.params for s in scenes[:64]], run_dir / name / "sample_params.pt") if (run_dir / name).is_dir() else None
     log(
         f"{name}: AP50 {ap['ap50']:.3f} AP80 {ap['ap80']:.3f} AP {ap['ap']:.3f} | hard positives {out['hard_positive_fraction']} "
         f"of {out['pasted_objects']} objects in {len(scenes)} images | loop {loop_s:.0f} s"
@@ -348,6 +391,51 @@ def run_method(
 
 # -------------------------------------------------------------------------------------------------
 # plots
+
+
+def save_samples(path: Path, scenes: Sequence[Any], conf: torch.Tensor, n: int = SAMPLES_PER_METHOD) -> None:
+    """The first ``n`` kept composites with their boxes and the baseline's confidence per object."""
+    counts = [int(s.target["boxes"].shape[0]) for s in scenes]
+    per_image = list(conf.split(counts)) if scenes else []
+    doc = {
+        "images": [s.image.clamp(0, 1).mul(255).round().to(torch.uint8) for s in scenes[:n]],
+        "boxes": [s.target["boxes"].float() for s in scenes[:n]],
+        "confidence": [c.float() for c in per_image[:n]],
+    }
+    save_checkpoint(path, doc)
+
+
+def plot_samples(run_dir: Path, names: Sequence[str], path: Path) -> bool:
+    """Grid of kept composites per method, boxes green where the baseline finds the object
+    (confidence >= 0.5) and red where it misses it (as in the paper's figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = [(nm, load_checkpoint(run_dir / f"{nm}_samples.pt")) for nm in names if (run_dir / f"{nm}_samples.pt").is_file()]
+    if not rows:
+        return False
+    cols = max(len(r[1]["images"]) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.75 * len(rows)), squeeze=False)
+    for i, (nm, doc) in enumerate(rows):
+        for j in range(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j >= len(doc["images"]):
+                continue
+            ax.imshow(doc["images"][j].permute(1, 2, 0).numpy())
+            for box, c in zip(doc["boxes"][j].tolist(), doc["confidence"][j].tolist()):
+                colour = "lime" if c >= HARD_THRESHOLD else "red"
+                ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, ec=colour, lw=1))
+            if j == 0:
+                ax.set_title(nm, fontsize=7, loc="left")
+    fig.suptitle("Kept synthetic images; green: found by the baseline (conf >= 0.5), red: missed", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def plot_hardness(methods: Mapping[str, Mapping[str, Any]], path: Path) -> None:
@@ -411,7 +499,7 @@ def table(methods: Mapping[str, Mapping[str, Any]], baseline_ap: Mapping[str, fl
 def protocol(budget: Mapping[str, Any], data: Data, seed: int, threads: int, ablation_runs: bool) -> dict[str, Any]:
     from synthloop.loops.terse_detection import SceneTerseConfig
 
-    defaults = json.loads(SceneTerseConfig(**budget["loop"]).model_dump_json())
+    defaults = SceneTerseConfig(**budget["loop"]).to_dict()
     return {
         "seed": seed,
         "torch_threads": threads,
@@ -423,6 +511,7 @@ def protocol(budget: Mapping[str, Any], data: Data, seed: int, threads: int, abl
         },
         "detector": "SmallDetector (torchvision FCOS, compact 4-stage backbone, 2-level FPN), 128x128, from scratch",
         "baseline": {**budget["baseline"], "optimizer": "AdamW, weight decay 1e-4, one-cycle lr", "selection": "epoch with the best val AP50 + AP among the evaluated ones"},
+        "loop_real_images": f"{len(data.loop_indices)} of the {len(data.train.images)} training images (fixed seeded subset): T's real half and D's real images in the loop",
         "loop_shared": budget["loop"],
         "loop_resolved_defaults": defaults,
         "methods": METHODS,
@@ -498,12 +587,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         methods[mname] = run_method(mname, overrides, data, baseline, budget, args.seed, run_dir, log)
 
+    controls: dict[str, dict[str, Any]] = {}
+    if wanted is None or "real_only_finetune" in wanted or (run_dir / "real_only_finetune.json").is_file():
+        controls["real_only_finetune"] = real_only_control(data, baseline, budget, args.seed, run_dir, log)
+
     ablations: dict[str, dict[str, Any]] = {}
     if not args.no_ablations:
         same_schedule = not budget["ablation_loop"]
         if same_schedule and "terse_d" in methods:
             ablations["full_terse_d"] = methods["terse_d"]
-        else:
+        elif wanted is None or "full_terse_d" in wanted or (run_dir / "ablation_full_terse_d.json").is_file():
             ablations["full_terse_d"] = run_method("ablation_full_terse_d", METHODS["terse_d"], data, baseline, budget, args.seed, run_dir, log, ablation=True)
         for aname, extra in ABLATIONS.items():
             if wanted is not None and aname not in wanted and not (run_dir / f"ablation_{aname}.json").is_file():
@@ -529,8 +622,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     plot_hardness(synthetic, results_dir / f"{name}_hardness.png")
     plot_ap(methods, results_dir / f"{name}_ap.png")
+    plots = [results_dir / f"{name}_hardness.png", results_dir / f"{name}_ap.png"]
+    if plot_samples(run_dir, list(synthetic), results_dir / f"{name}_samples.png"):
+        plots.append(results_dir / f"{name}_samples.png")
     payload = {
         "methods": {k: {kk: vv for kk, vv in v.items() if kk != "histogram"} for k, v in methods.items()},
+        "controls": controls,
         "ablations": {k: {kk: v[kk] for kk in ("ap50", "ap80", "ap", "hard_positive_fraction") if kk in v} for k, v in ablations.items()},
         "ablation_details": {k: {kk: vv for kk, vv in v.items() if kk != "histogram"} for k, v in ablations.items()},
         "hardness_histograms": {k: v["histogram"] for k, v in synthetic.items()},
@@ -541,16 +638,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "baseline_train_s": 0.0 if base_info["cached"] else base_info["train_s"],
             "baseline_cached": base_info["cached"],
             "baseline_test_eval_s": round(base_eval_s, 1),
-            **{k: v["timings"] for k, v in {**synthetic, **{f"ablation_{a}": v for a, v in ablations.items()}}.items() if not v.get("cached")},
+            "note": "per run: seconds measured when it ran (a rerun reuses cached runs; see each run's 'cached')",
+            **{k: v["timings"] for k, v in {**synthetic, **controls, **{f"ablation_{a}": v for a, v in ablations.items()}}.items()},
         },
         "protocol": protocol(budget, data, args.seed, args.threads, not args.no_ablations),
         "deviations": DEVIATIONS,
         "paper": PAPER,
-        "plots": [repo_relative(results_dir / f"{name}_hardness.png"), repo_relative(results_dir / f"{name}_ap.png")],
+        "plots": [repo_relative(p) for p in plots],
         "quick": args.quick,
     }
     path = write_result(name, payload, results_dir=results_dir)
-    log("\n" + table(methods, base_ap))
+    log("\n" + table({**methods, **controls}, base_ap))
     if ablations:
         log("\nablations (terse_d with one component changed):\n" + table(ablations, base_ap))
     log(f"checks: {checks}")
