@@ -108,6 +108,7 @@ class DatasetSource(Config):
     builtin: Literal["digit_scenes"] | None = Field(None, description="built-in data instead of a file")
     split: Literal["train", "val", "test"] = Field("train", description="with builtin: which split")
     sizes: dict[str, int] | None = Field(None, description="with builtin: images per split (default 2000/500/1000)")
+    seed: int = Field(0, description="with builtin: the data generator's seed (data are generated once and cached)")
     limit: int | None = Field(None, ge=1, description="use only the first N images")
 
     @model_validator(mode="after")
@@ -271,13 +272,13 @@ class JobData:
     foreground_report: str = ""
 
 
-def _read_source(src: DatasetSource, field: str, seed: int) -> tuple[Dataset, str]:
+def _read_source(src: DatasetSource, field: str) -> tuple[Dataset, str]:
     from synthloop.data.coco import find_coco_json, read_coco
 
     if src.builtin == "digit_scenes":
         from synthloop.data.digit_scenes import digit_scenes
 
-        paths = digit_scenes(seed, sizes=src.sizes)
+        paths = digit_scenes(src.seed, sizes=src.sizes)
         file = getattr(paths, src.split)
         ds = read_coco(file)
     else:
@@ -412,7 +413,7 @@ def load_job_data(cfg: TerseDetectionJobConfig) -> JobData:
     from synthloop.generate.assets import build_backgrounds
     from synthloop.models.detection import LabelMap
 
-    real_ds, real_file = _read_source(cfg.real, "real", cfg.seed)
+    real_ds, real_file = _read_source(cfg.real, "real")
     if not real_ds.categories:
         raise InputError("the real set has no categories", file=real_file, field="categories")
     if not any(not a.iscrowd for im in real_ds.images for a in im.annotations):
@@ -422,7 +423,7 @@ def load_job_data(cfg: TerseDetectionJobConfig) -> JobData:
     real = _load_resized(real_ds, real_file, size, label_map, "real")
     ev = None
     if cfg.eval is not None:
-        ev_ds, ev_file = _read_source(cfg.eval, "eval", cfg.seed)
+        ev_ds, ev_file = _read_source(cfg.eval, "eval")
         _check_eval_categories(real_ds, ev_ds, ev_file)
         if not any(not a.iscrowd for im in ev_ds.images for a in im.annotations):
             raise InputError("the evaluation set has no (non-crowd) object, so AP is undefined", file=ev_file, field="annotations")

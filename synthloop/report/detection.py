@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 from synthloop.metrics.hardness import hardness_histogram
@@ -133,6 +134,7 @@ def loss_curves_png(curves: Mapping[str, Sequence[float]], *, title: str = "Trai
     finite = [v for v in values if math.isfinite(v)]
     if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
