@@ -165,6 +165,22 @@ def test_s_step_trains_only_s_and_d_step_only_d():
     assert not torch.equal(_weights(loop.discriminator), d0)
 
 
+def test_targets_loss_reaches_the_synthesizer():
+    from synthloop.models.targets import freeze
+
+    loop = _loop(discriminator=False)
+    layouts = [loop.sample_layout(torch.Generator().manual_seed(i)) for i in range(2)]
+    rgba, canvas = loop._synth_inputs(layouts)
+    with freeze(loop.target.model):
+        affine, photo = loop._place(layouts, canvas, rgba)
+        comp = loop.composite(layouts, affine, photo)
+        loss = loop.target.loss(comp.image, loop._targets(comp, layouts))
+        loss.backward()
+    grads = [p.grad for p in loop.synthesizer.regressor.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in loop.target.model.parameters())
+
+
 def test_s_loss_is_bounded():
     loop = _loop(discriminator=False, s_loss_bound=0.05)
     out = loop.s_step()
