@@ -321,3 +321,35 @@ def test_config_typos_name_the_file_and_key(tmp_path):
     # relative paths are relative to the config file, and the loop's seed follows the job's
     cfg = load_job_config(path, ["seed=7"])
     assert cfg.real.annotations == (tmp_path / "data" / "annotations.json").resolve() and cfg.loop.seed == 7
+
+
+def test_ap_is_measured_in_each_images_own_pixels(tmp_path):
+    """At image_size 32 (half the data's 64 px), detections on the resized images are scaled back:
+    an oracle that returns the resized ground truth scores AP 1; one shifted by 4 resized px
+    (8 original px) loses AP at the strict thresholds."""
+    from synthloop.loops.terse_detection_job import evaluate
+
+    data = load_job_data(job_config(tmp_path, image_size=32))
+    loaded = data.real
+    assert loaded.scales[0] == (0.5, 0.5) and loaded.images.shape[-1] == 32
+
+    class Oracle:
+        model = torch.nn.Linear(1, 1)
+        label_map = data.label_map
+
+        def __init__(self, shift: float):
+            self.shift = shift
+            self.calls = 0
+
+        def predict(self, images):
+            out = []
+            for _ in range(images.shape[0]):
+                t = loaded.targets[self.calls]
+                self.calls += 1
+                out.append({"boxes": t["boxes"] + self.shift, "labels": t["labels"], "scores": torch.ones(t["labels"].shape[0])})
+            return out
+
+    exact = evaluate(Oracle(0.0), loaded, batch_size=3)
+    assert exact["ap50"] == pytest.approx(1.0) and exact["ap"] == pytest.approx(1.0)
+    shifted = evaluate(Oracle(4.0), loaded, batch_size=3)
+    assert shifted["ap80"] < 0.5 and shifted["ap"] < exact["ap"]
