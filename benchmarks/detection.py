@@ -89,12 +89,12 @@ FULL: dict[str, Any] = {
     "eval_batch_size": 32,
 }
 QUICK: dict[str, Any] = {
-    "sizes": {"train": 48, "val": 16, "test": 24},
+    "sizes": {"train": 32, "val": 8, "test": 16},
     "bank_digits": 200,
     "baseline": {"epochs": 1, "batch_size": 8, "lr": 3e-3, "select_from_epoch": 1},
-    "loop_real": 32,
+    "loop_real": 12,
     "loop": {
-        "cycles": 1, "s_steps": 1, "batch_size": 2, "hard_per_cycle": 4, "max_candidates_per_cycle": 8, "t_epochs": 1, "t_batch_size": 8,
+        "cycles": 1, "s_steps": 1, "batch_size": 2, "hard_per_cycle": 4, "max_candidates_per_cycle": 8, "t_epochs": 1, "t_batch_size": 4,
         "d_steps": 1, "s_channels": [8, 8, 8, 8], "s_branch_channels": 8, "s_input_size": 112,
     },  # fmt: skip
     "ablation_loop": {},

@@ -1,0 +1,80 @@
+"""The detection benchmark's quick mode end to end: the output contract other tools read, the
+plots, and the run-folder cache that lets a rerun skip the baseline and finished methods."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = ("baseline", "random_paste", "random_paste_artefacts", "terse_no_d", "terse_d")
+AP_KEYS = ("ap50", "ap60", "ap70", "ap80", "ap")
+
+pytestmark = pytest.mark.slow  # two quick runs of the benchmark: about 25 s on an idle 2-core box
+
+
+def _load_bench():
+    pytest.importorskip("synthloop.loops.terse_detection")
+    spec = importlib.util.spec_from_file_location("bench_detection", ROOT / "benchmarks" / "detection.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_detection", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    bench = _load_bench()
+    tmp = tmp_path_factory.mktemp("detection_bench")
+    args = ["--quick", "--run-dir", str(tmp / "run"), "--results-dir", str(tmp / "results"), "--only", *METHODS[1:], "single_object"]
+    first = bench.main(args)
+    second = bench.main(args)
+    return tmp, first, second
+
+
+def test_output_contract(quick_run):
+    tmp, first, _ = quick_run
+    doc = json.loads((tmp / "results" / "detection_quick.json").read_text())
+    assert doc["commit"] is None or len(doc["commit"]) == 40
+    assert set(doc["methods"]) == set(METHODS)
+    for name in METHODS:
+        m = doc["methods"][name]
+        for key in AP_KEYS:
+            assert 0.0 <= m[key] <= 1.0, (name, key, m[key])
+        # AP at a stricter IoU can never exceed AP at a looser one (same detections)
+        assert m["ap50"] >= m["ap60"] >= m["ap70"] >= m["ap80"]
+        if name != "baseline":
+            assert 0.0 <= m["hard_positive_fraction"] <= 1.0
+            assert m["synthetic_images"] > 0 and m["pasted_objects"] >= m["synthetic_images"]
+            hist = doc["hardness_histograms"][name]
+            assert sum(hist["counts"]) == m["pasted_objects"]
+            hard_bins = sum(c for c, lo in zip(hist["counts"], hist["bin_edges"]) if lo < 0.5)
+            assert hard_bins / m["pasted_objects"] == pytest.approx(m["hard_positive_fraction"], abs=1e-3)
+    # every method synthesises the same number of images (the equal-budget protocol)
+    counts = {doc["methods"][n]["synthetic_images"] for n in METHODS[1:] if doc["methods"][n]["config"]["keep"] == "all"}
+    assert len(counts) == 1
+    assert doc["methods"]["random_paste"]["config"]["synthesizer"] == "random"
+    assert doc["methods"]["terse_d"]["config"]["discriminator"] is True
+    assert doc["methods"]["terse_no_d"]["config"]["discriminator"] is False
+    assert doc["ablations"]["single_object"]["ap50"] <= 1.0
+    assert doc["ablation_details"]["single_object"]["objects_per_image"] == 1.0
+    for key in ("protocol", "deviations", "paper", "machine", "timings"):
+        assert doc[key]
+    for plot in ("detection_quick_hardness.png", "detection_quick_ap.png", "detection_quick_samples.png"):
+        assert (tmp / "results" / plot).stat().st_size > 1000
+    assert (tmp / "results" / "detection_quick.log").read_text().count("baseline: test AP50") == 2
+
+
+def test_rerun_uses_the_cache(quick_run):
+    _, first, second = quick_run
+    assert first["timings"]["baseline_cached"] is False
+    assert second["timings"]["baseline_cached"] is True
+    for name in METHODS[1:]:
+        assert first["methods"][name]["cached"] is False
+        assert second["methods"][name]["cached"] is True
+        for key in AP_KEYS:
+            assert second["methods"][name][key] == first["methods"][name][key]
