@@ -37,7 +37,7 @@ documented behaviour):
   and digits, by name for folder sources); otherwise the error names the category.
 - ``model.num_classes`` (or ``model.args.num_classes``), when given, must be the real set's
   categories + 1 (the background).
-- ``eval`` must use the real set's categories (by id, with the same names).
+- ``eval`` must use the real set's categories (by id, with the same names); it may lack some.
 
 Output folder (everything written atomically)::
 
@@ -425,6 +425,9 @@ def load_job_data(cfg: TerseDetectionJobConfig) -> JobData:
     if cfg.eval is not None:
         ev_ds, ev_file = _read_source(cfg.eval, "eval")
         _check_eval_categories(real_ds, ev_ds, ev_file)
+        # scored against the real set's categories: the model may predict any of them, and
+        # categories without ground truth here are left out of the AP mean by pycocotools
+        ev_ds = Dataset(root=ev_ds.root, categories=list(real_ds.categories), images=ev_ds.images, info=ev_ds.info)
         if not any(not a.iscrowd for im in ev_ds.images for a in im.annotations):
             raise InputError("the evaluation set has no (non-crowd) object, so AP is undefined", file=ev_file, field="annotations")
         ev = _load_resized(ev_ds, ev_file, size, label_map, "eval")

@@ -353,3 +353,32 @@ def test_ap_is_measured_in_each_images_own_pixels(tmp_path):
     assert exact["ap50"] == pytest.approx(1.0) and exact["ap"] == pytest.approx(1.0)
     shifted = evaluate(Oracle(4.0), loaded, batch_size=3)
     assert shifted["ap80"] < 0.5 and shifted["ap"] < exact["ap"]
+
+
+def test_eval_set_may_lack_a_category_but_not_add_one(tmp_path):
+    from synthloop.loops.terse_detection_job import evaluate
+
+    other = tmp_path / "eval"
+    make_tiny_coco(other, n=3, empty=())
+
+    def only_squares(doc):
+        doc["categories"] = [c for c in doc["categories"] if c["id"] == 1]
+        doc["annotations"] = [a for a in doc["annotations"] if a["category_id"] == 1]
+
+    _edit_json(other / "annotations.json", only_squares)
+    cfg = job_config(tmp_path, eval={"annotations": str(other / "annotations.json")})
+    data = load_job_data(cfg)
+    assert [c.name for c in data.eval.dataset.categories] == ["square", "disc"]
+
+    class DiscsEverywhere:  # detections of a category the eval set does not have are no error
+        model = torch.nn.Linear(1, 1)
+        label_map = data.label_map
+
+        def predict(self, images):
+            return [{"boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.9])} for _ in images]
+
+    assert evaluate(DiscsEverywhere(), data.eval)["ap"] == 0.0
+    _edit_json(other / "annotations.json", lambda doc: doc["categories"].append({"id": 5, "name": "star"}))
+    with pytest.raises(InputError, match="'star'") as e:
+        load_job_data(cfg)
+    assert e.value.file == str(other / "annotations.json")
