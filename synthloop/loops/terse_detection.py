@@ -306,14 +306,14 @@ def _background_tensor(backgrounds: Any, params: Mapping[str, Any], canvas: tupl
 
 
 def _cutout(foregrounds: Any, index: int, size: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
-    rgb, alpha = foregrounds.tensor(int(index))
-    rgb, alpha = torch.as_tensor(rgb).float(), torch.as_tensor(alpha).float()
+    """Cut-out ``index`` letterboxed: RGB float in [0, 1] (uint8 is scaled; grey is repeated to RGB)."""
+    rgb, alpha = (torch.as_tensor(v) for v in foregrounds.tensor(int(index)))
+    rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+    alpha = alpha.float() / 255.0 if alpha.dtype == torch.uint8 else alpha.float()
     if rgb.ndim == 3 and rgb.shape[0] == 1:
         rgb = rgb.expand(3, -1, -1)
     if alpha.ndim == 2:
         alpha = alpha.unsqueeze(0)
-    if rgb.dtype == torch.uint8 or float(rgb.max()) > 1.0:
-        rgb = rgb / 255.0
     return letterbox(rgb, alpha, size, fill)
 
 
@@ -412,10 +412,17 @@ def replay_scene(params: Mapping[str, Any], foregrounds: Any, backgrounds: Any, 
     Raises:
         InputError: params of another version, or a category missing from ``label_map``.
     """
+    return _render_scene(params, foregrounds, backgrounds, label_map)
+
+
+def _render_scene(params: Mapping[str, Any], foregrounds: Any, backgrounds: Any, label_map: LabelMap, canvas: torch.Tensor | None = None) -> SyntheticScene:
+    """:func:`replay_scene`; ``canvas`` ``(1, 3, H, W)`` is the scene's background with artefacts when
+    already rendered by :func:`_canvas` (a deterministic function of the params, so reusing it
+    changes no bit)."""
     if int(params.get("version", -1)) != SCENE_PARAMS_VERSION:
         raise InputError(f"scene params of version {params.get('version')!r}; this synthloop reads version {SCENE_PARAMS_VERSION}", field="version")
     with torch.no_grad():
-        _, comp = _composite([params], foregrounds, backgrounds)
+        _, comp = _composite([params], foregrounds, backgrounds, canvas_in=None if canvas is None else canvas.cpu())
     target, cats, _ = _labels(comp, 0, params, label_map)
     conf = params.get("confidence")
     confidence = torch.tensor(conf, dtype=torch.float32) if conf is not None else torch.full((len(cats),), float("nan"))
@@ -724,6 +731,7 @@ class SceneTerse:
             b = min(cfg.batch_size, cfg.max_candidates_per_cycle - tried)
             layouts = [self.sample_layout(g, cycle) for _ in range(b)]
             dropout_seed = int(torch.randint(0, 2**62, (), generator=g))
+            canvas = None
             if self.synthesizer is not None:
                 with torch.no_grad():
                     rgba, canvas = self._synth_inputs(layouts)
@@ -734,7 +742,13 @@ class SceneTerse:
                         o["affine"] = affine[i, k].detach().cpu().tolist()
                         if photo is not None:
                             o["photometric"] = photo[i, k].detach().cpu().tolist()
-            rendered = [replay_scene(p, self.foregrounds, self.backgrounds, self.label_map) for p in layouts]
+            # the canvases S saw are reused on the CPU only (replay renders on the CPU)
+            reuse = canvas is not None and self.device.type == "cpu"
+            # one scene at a time, through replay's code, so a kept scene replays bit-identically
+            rendered = [
+                _render_scene(p, self.foregrounds, self.backgrounds, self.label_map, canvas[i : i + 1] if reuse else None)
+                for i, p in enumerate(layouts)
+            ]
             has = [i for i, s in enumerate(rendered) if s.target["labels"].numel()]
             conf: dict[int, torch.Tensor] = {}
             if has:
