@@ -14,7 +14,7 @@ import torch
 from synthloop.functional.blend import DIFFERENTIABLE_BLEND_MODES, blend
 from synthloop.functional.color import photometric
 from synthloop.functional.geometry import warp
-from synthloop.functional.masks import terse_mask_cleanup
+from synthloop.functional.masks import TERSE_MU, terse_mask_cleanup
 
 
 @dataclass
@@ -35,14 +35,16 @@ def paste_batch(
     blend_options: dict | None = None,
     cleanup: bool = False,
     cleanup_sigma: float = 1.0,
+    cleanup_mu: float = TERSE_MU,
 ) -> Composite:
     """Warp ``fg`` ``(B, C, h, w)`` with ``affine`` ``(B, 6)`` onto ``bg`` ``(B, C, H, W)`` and blend.
 
     Args:
         fg_alpha: ``(B, 1, h, w)`` cut-out alpha. For MNIST-style digits pass the digit itself.
         photometric_params: optional ``(B, 4)`` (brightness, contrast, saturation, hue).
-        cleanup: TERSE A.2 mask clean-up of the warped alpha (subtract mu, ReLU, renormalise,
-            Gaussian blur with ``cleanup_sigma``).
+        cleanup: TERSE A.2 mask clean-up of the warped alpha (subtract ``cleanup_mu``, ReLU,
+            renormalise, Gaussian blur with ``cleanup_sigma``; see
+            :func:`~synthloop.functional.masks.terse_mask_cleanup`).
     Returns:
         :class:`Composite` with the image and the masks used.
     """
@@ -53,7 +55,7 @@ def paste_batch(
     w_fg, w_alpha = both[:, : fg.shape[1]], both[:, fg.shape[1] :]
     if photometric_params is not None:
         w_fg = photometric(w_fg, photometric_params, mask=w_alpha)
-    alpha = terse_mask_cleanup(w_alpha, blur_sigma=cleanup_sigma) if cleanup else w_alpha
+    alpha = terse_mask_cleanup(w_alpha, mu=cleanup_mu, blur_sigma=cleanup_sigma) if cleanup else w_alpha
     out = blend(w_fg, alpha, bg, blend_mode, **(blend_options or {}))
     return Composite(image=out, alpha=alpha, mask=w_alpha)
 
@@ -141,6 +143,7 @@ def paste_objects_batch(
     blend_options: dict | None = None,
     cleanup: bool = False,
     cleanup_sigma: float = 1.0,
+    cleanup_mu: float = TERSE_MU,
     threshold: float = 0.5,
 ) -> SceneComposite:
     """Paste K cut-outs per canvas one after another (object ``k + 1`` over object ``k``) with
@@ -151,7 +154,7 @@ def paste_objects_batch(
         bg: ``(B, C, H, W)`` canvases.
         affine: ``(B, K, 6)`` placements (see :mod:`synthloop.functional.geometry`).
         photometric_params: optional ``(B, K, 4)``.
-        blend_mode, blend_options, cleanup, cleanup_sigma: as in :func:`paste_batch` (one blend for all K).
+        blend_mode, blend_options, cleanup, cleanup_sigma, cleanup_mu: as in :func:`paste_batch` (one blend for all K).
         threshold: mask level that counts as object for boxes and areas.
 
     The image is differentiable w.r.t. ``fg``, ``bg``, ``affine`` and ``photometric_params``;
@@ -179,6 +182,7 @@ def paste_objects_batch(
             blend_options=blend_options,
             cleanup=cleanup,
             cleanup_sigma=cleanup_sigma,
+            cleanup_mu=cleanup_mu,
         )
         image = comp.image
         alphas.append(comp.alpha)

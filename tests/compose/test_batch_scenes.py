@@ -101,3 +101,25 @@ def test_letterbox_crops_to_alpha_keeps_aspect_and_centres():
     # deterministic
     again = letterbox(rgb, alpha, 32, fill=0.75)
     assert torch.equal(again[0], out_rgb) and torch.equal(again[1], out_alpha)
+
+
+def test_batched_equals_unbatched():
+    fg, alpha = _square_objects(3, 2)
+    bg = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    p = _params(3, 2)
+    p[:, 0, 1] = torch.tensor([-5.5, 2.25, 7.0])
+    p[:, 1, 0] = torch.tensor([10.0, -20.0, 33.0])
+    whole = paste_objects_batch(fg, alpha, bg, p, cleanup=True, blend_mode="gaussian")
+    for i in range(3):
+        one = paste_objects_batch(fg[i : i + 1], alpha[i : i + 1], bg[i : i + 1], p[i : i + 1], cleanup=True, blend_mode="gaussian")
+        assert torch.allclose(one.image, whole.image[i : i + 1], atol=1e-6)
+        assert torch.equal(one.boxes, whole.boxes[i : i + 1]) and torch.allclose(one.visibility, whole.visibility[i : i + 1])
+
+
+def test_gradcheck_wrt_affine_float64():
+    g = torch.Generator().manual_seed(0)
+    fg = torch.rand(1, 2, 3, 8, 8, generator=g, dtype=torch.float64)
+    alpha = torch.rand(1, 2, 1, 8, 8, generator=g, dtype=torch.float64)
+    bg = torch.rand(1, 3, 12, 12, generator=g, dtype=torch.float64)
+    p = torch.tensor([[[7.0, 0.3, -0.4, 0.05, 1.1, 0.9], [-11.0, 1.7, 0.6, -0.1, 0.8, 1.2]]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q: paste_objects_batch(fg, alpha, bg, q).image, (p,), eps=1e-6, atol=1e-5)
