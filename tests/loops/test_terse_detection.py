@@ -260,7 +260,7 @@ def test_occluded_objects_are_left_out_of_the_labels():
     layout["objects"][1]["affine"][1] = 200.0  # second object off the canvas: the first is visible again
     scene = replay_scene(layout, loop.foregrounds, loop.backgrounds, LABEL_MAP)
     assert scene.target["labels"].tolist() == [1]
-    layout["objects"][1]["affine"][1] = 6.0  # partly overlapping: both visible enough
+    layout["objects"][1]["affine"][1] = 16.0  # partly overlapping: both visible enough
     assert replay_scene(layout, loop.foregrounds, loop.backgrounds, LABEL_MAP).target["labels"].tolist() == [1, 1]
 
 
