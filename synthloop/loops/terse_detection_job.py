@@ -450,10 +450,37 @@ def build_model(spec: Mapping[str, Any], num_classes: int, image_size: Sequence[
     name = str(spec.get("name", SMALL_FCOS))
     try:
         if name == SMALL_FCOS:
-            return SmallDetector(num_classes=num_classes, image_size=tuple(image_size), **args)
-        return torchvision_detector(name, num_classes, tuple(image_size), **args)
+            model = SmallDetector(num_classes=num_classes, image_size=tuple(image_size), **args)
+        else:
+            model = torchvision_detector(name, num_classes, tuple(image_size), **args)
     except TypeError as exc:  # an unknown keyword of the builder
         raise InputError(f"{name}: {exc}", field="model.args") from None
+    _check_args(name, model, args)
+    return model
+
+
+# keywords torchvision's detection models pass on to their GeneralizedRCNNTransform via **kwargs
+_TRANSFORM_KWARGS = frozenset({"size_divisible", "fixed_size"})
+
+
+def _check_args(name: str, model: nn.Module, args: Mapping[str, Any]) -> None:
+    """torchvision's detection builders and model classes take ``**kwargs`` and drop the ones
+    nobody reads, so a misspelt argument would be ignored silently: every key must be a parameter
+    of the builder or of a class the model derives from."""
+    import inspect
+
+    import torchvision
+
+    allowed = set(_TRANSFORM_KWARGS)
+    if name != SMALL_FCOS:
+        allowed |= set(inspect.signature(torchvision.models.get_model_builder(name)).parameters)
+    for cls in type(model).__mro__:
+        if "__init__" in vars(cls) and issubclass(cls, nn.Module) and cls is not nn.Module:
+            allowed |= set(inspect.signature(cls.__init__).parameters)
+    allowed -= {"self", "args", "kwargs", "progress"}
+    for key in args:
+        if key not in allowed:
+            raise InputError(f"{name} has no argument {key!r}; valid: {', '.join(sorted(allowed))}", field=f"model.args.{key}")
 
 
 def _build_target(cfg: TerseDetectionJobConfig, label_map: Any, source: str) -> Any:

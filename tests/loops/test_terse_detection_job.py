@@ -382,3 +382,19 @@ def test_eval_set_may_lack_a_category_but_not_add_one(tmp_path):
     with pytest.raises(InputError, match="'star'") as e:
         load_job_data(cfg)
     assert e.value.file == str(other / "annotations.json")
+
+
+def test_model_by_torchvision_name_and_bad_model_specs(tmp_path):
+    from torchvision.models.detection.ssd import SSD
+
+    from synthloop.loops.terse_detection_job import build_model
+
+    model = build_model({"name": "ssdlite320_mobilenet_v3_large", "args": {"detections_per_img": 20}}, 3, (64, 64))
+    assert isinstance(model, SSD) and model.detections_per_img == 20 and model.transform.fixed_size == (64, 64)
+    with pytest.raises(InputError, match="unknown torchvision detection model 'yolo9'"):
+        build_model({"name": "yolo9"}, 3, (64, 64))
+    with pytest.raises(InputError, match="widht") as e:
+        build_model({"name": "small_fcos", "args": {"widht": 8}}, 3, (64, 64))
+    assert e.value.field == "model.args.widht" and "width" in str(e.value)
+    with pytest.raises(InputError, match="'score_tresh'"):  # torchvision would ignore it silently
+        build_model({"name": "ssdlite320_mobilenet_v3_large", "args": {"score_tresh": 0.1}}, 3, (64, 64))
