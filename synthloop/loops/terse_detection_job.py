@@ -41,7 +41,8 @@ documented behaviour):
 
 Output folder (everything written atomically)::
 
-    config.resolved.yaml   the validated config with absolute paths (loads as a config again)
+    config.resolved.yaml   the validated config with absolute paths (loads as a config again);
+                           a comment line on top records version, git commit and seeds
     run.json               seed, synthloop version, git commit, command, start/finish/resume times
     baseline.pt            the model after baseline training (so --resume does not redo it)
     loop/                  SceneTerse's run folder: checkpoint.pt after every cycle, history, scenes
@@ -681,12 +682,14 @@ def run_terse_detection_job(
     target.model.to(device)
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
+    commit = _git_commit()
+    header = f"# synthloop {__version__}, git commit {commit or 'unknown'}, seed {cfg.seed} (loop seed {cfg.loop.seed}), written {_now()}\n"
+    atomic_write_text(out / CONFIG_FILE, header + yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
     run_info: dict[str, Any] = {
         "seed": cfg.seed,
         "loop_seed": cfg.loop.seed,
         "synthloop_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "torch_version": torch.__version__,
         "command": list(argv) if argv is not None else sys.argv,
         "device": device,

@@ -126,6 +126,8 @@ def test_resolved_config_loads_again(finished_run):
     cfg, _, tmp, _ = finished_run
     again = load_job_config(tmp / "out" / "config.resolved.yaml")
     assert again == cfg
+    first = (tmp / "out" / "config.resolved.yaml").read_text().splitlines()[0]
+    assert first.startswith("# synthloop ") and "git commit" in first and "seed 3" in first
 
 
 def test_synthetic_coco_loads_with_pycocotools_and_replays(finished_run):
