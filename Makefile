@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection clean
+.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection bench-limited-real clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
-bench: bench-throughput bench-render bench-affnist bench-detection
+bench: bench-throughput bench-render bench-affnist bench-detection bench-limited-real
 
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
@@ -32,6 +32,9 @@ bench-affnist: $(STAMP)
 
 bench-detection: $(STAMP)
 	$(BIN)/python benchmarks/detection.py
+
+bench-limited-real: $(STAMP)
+	$(BIN)/python benchmarks/limited_real.py
 
 clean:
 	rm -rf runs .pytest_cache

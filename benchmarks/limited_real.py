@@ -22,8 +22,8 @@ initial weights, its batch order and its 2D augmentation):
   switched on one at a time, Table 1).
 - refiners (:mod:`synthloop.loops.refine`): CycleGAN, MrGAN (two stages, ``r_rs``: stage 2 maps
   real <-> stage-1-refined synthetic, so refined digits live in the real image space and are
-  tested on raw real digits) and PixelDA, each trained once per ``real_per_class`` on seed 0's
-  real subset and the synthetic set (label-aligned pairs, synthetic foreground masks for the
+  tested on raw real digits) and PixelDA, each trained once, on seed 0's 10 real digits per
+  class (shared by both ``real_per_class`` settings and all seeds), and the synthetic set (label-aligned pairs, synthetic foreground masks for the
   foreground/background losses), then applied to the whole synthetic set. Each refiner's label
   preservation (a reference classifier trained on 8,000 held-out real digits) and foreground
   mask IoU (renderer mask vs. refined image > 0.5) are reported next to the raw set's.
@@ -123,7 +123,7 @@ class Budget:
     val_digits: int = 2_000
     reference_digits: int = 8_000
     test_digits: int | None = None  # None = all 10,000
-    clf_steps: int = 300
+    clf_steps: int = 200
     clf_batch: int = 64
     clf_lr: float = 0.05
     clf_widths: tuple[int, ...] = (8, 16, 32)
@@ -131,13 +131,14 @@ class Budget:
     reference_steps: int = 600
     refiner_batch: int = 16
     refiner_real_seed: int = 0
-    cyclegan_steps: int = 600
-    mrgan_pretrain_g: int = 100
-    mrgan_pretrain_d: int = 50
-    mrgan_steps: int = 300
+    refiner_real_per_class: int | None = 10  # None: one refiner per real_per_class
+    cyclegan_steps: int = 400
+    mrgan_pretrain_g: int = 60
+    mrgan_pretrain_d: int = 30
+    mrgan_steps: int = 200
     mrgan_g_updates: int = 2
     mrgan_lr_d: float = 1e-4
-    pixelda_steps: int = 600
+    pixelda_steps: int = 400
     ablation: bool = True
     ablation_seeds: tuple[int, ...] | None = None  # None = seeds
 
@@ -403,6 +404,7 @@ class Result:
     best_mix: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     reference_test_acc: float | None = None
+    refiner_real_per_class: int | None = None
     samples: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -412,8 +414,8 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = print) -> Result:
-    res = Result()
-    cache = Cache(run_dir, asdict(b))
+    res = Result(refiner_real_per_class=b.refiner_real_per_class)
+    cache = Cache(run_dir, {k: v for k, v in asdict(b).items() if k not in ("ablation", "ablation_seeds")})
     t_all = time.perf_counter()
     data = load_data(b)
     ablation_seeds = b.ablation_seeds or b.seeds
@@ -461,12 +463,17 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
     lp, iou = quality(syn_x)
     res.label_preservation["raw"], res.mask_iou["raw"] = lp, iou
 
-    # refiners, once per real_per_class on seed `refiner_real_seed`'s real subset
+    # refiners, on seed `refiner_real_seed`'s real subset: once (refiner_real_per_class) or once per real_per_class
     cfgs = refiner_configs(b)
     refined: dict[tuple[int, str], torch.Tensor] = {}
     t_ref = time.perf_counter()
     syn_domain = Domain(syn_x, syn_y, syn_m, name="rendered digits")
-    for rpc in b.real_per_class:
+    refiner_rpcs = [b.refiner_real_per_class] if b.refiner_real_per_class is not None else list(b.real_per_class)
+
+    def refiner_rpc(rpc: int) -> int:
+        return b.refiner_real_per_class if b.refiner_real_per_class is not None else rpc
+
+    for rpc in refiner_rpcs:
         rx, ry = real_subset(data.train, rpc, b.refiner_real_seed)
         real_domain = Domain(rx, ry, name=f"MNIST {rpc}/class")
         for method in REFINERS:
@@ -492,7 +499,7 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
     syn = (syn_x, syn_y)
     runs = [classify("syn_raw", s, None, syn, None, False) for s in b.seeds]
     add_row("syn_raw", None, None, False, runs, b.seeds)
-    for rpc in b.real_per_class:
+    for rpc in refiner_rpcs:
         for method in REFINERS:
             runs = [classify(f"syn_{method}", s, None, (refined[(rpc, method)], syn_y), None, False, str(rpc)) for s in b.seeds]
             add_row(f"syn_{method}", rpc, None, False, runs, b.seeds, refiner_real_per_class=rpc)
@@ -514,8 +521,10 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
         res.best_mix[str(rpc)] = {"ratio": best["ratio"], "aug": best["aug"], "val_acc_mean": best["val_acc_mean"]}
         # real + refined at the ratio/augmentation best for real+raw on validation (Table 3 bottom)
         for method in REFINERS:
-            runs = [classify(f"real+{method}", s, reals[s], (refined[(rpc, method)], syn_y), best["ratio"], best["aug"], str(rpc)) for s in b.seeds]
-            add_row(f"real+{method}", rpc, best["ratio"], best["aug"], runs, b.seeds, ratio_selected_on="real+raw validation accuracy")
+            ref_set = (refined[(refiner_rpc(rpc), method)], syn_y)
+            runs = [classify(f"real+{method}", s, reals[s], ref_set, best["ratio"], best["aug"], str(rpc)) for s in b.seeds]
+            add_row(f"real+{method}", rpc, best["ratio"], best["aug"], runs, b.seeds, ratio_selected_on="real+raw validation accuracy",
+                    refiner_real_per_class=refiner_rpc(rpc))  # fmt: skip
     res.timings["classifiers_s"] = round(time.perf_counter() - t_clf, 1)
 
     # latent-variation ablation (Table 1): synthetic only, variations switched on one by one
@@ -557,6 +566,7 @@ def targets(res: Result, rpc: int = 10) -> dict[str, Any]:
     raw = _find(rows, "real+raw", rpc, best["ratio"], best["aug"])
     mrgan = _find(rows, "real+mrgan", rpc)
     syn_raw = _find(rows, "syn_raw", None)
+    rpc_refiner = res.refiner_real_per_class if res.refiner_real_per_class is not None else rpc
     out: dict[str, Any] = {"real_per_class": rpc, "compared_at": best}
     if real_only and raw and mrgan:
         out["real+mrgan > real+raw > real_only"] = mrgan["acc_mean"] > raw["acc_mean"] > real_only["acc_mean"]
@@ -564,7 +574,7 @@ def targets(res: Result, rpc: int = 10) -> dict[str, Any]:
         out["real+mrgan >= real_only + 5 points"] = mrgan["acc_mean"] >= real_only["acc_mean"] + 0.05
     if syn_raw:
         for m in REFINERS:
-            r = _find(rows, f"syn_{m}", rpc)
+            r = _find(rows, f"syn_{m}", rpc_refiner)
             if r:
                 out[f"syn_{m} - syn_raw (points)"] = round(100 * (r["acc_mean"] - syn_raw["acc_mean"]), 2)
                 out[f"syn_{m} >= syn_raw + 3 points"] = r["acc_mean"] >= syn_raw["acc_mean"] + 0.03
@@ -635,8 +645,12 @@ def deviations(b: Budget) -> list[str]:
         "synthetic), instead of random crop + flip (flips change digits).",
         "Best ratio for real + refined rows: chosen by mean validation accuracy (2,000 MNIST 'valid' digits) among the real+raw "
         "ratio/augmentation settings, not cross-validated per refiner.",
-        f"Refiners trained once per real_per_class on seed {b.refiner_real_seed}'s real subset and shared by all seeds (seeds 1, 2 "
-        "train their classifiers with another real subset than the refiner saw).",
+        (f"Refiners trained once, on seed {b.refiner_real_seed}'s {b.refiner_real_per_class} real digits per class, and shared by all "
+         "seeds and by both real_per_class settings (the 100-per-class rows mix in synthetic data refined towards 10 per class; "
+         "seeds 1, 2 train their classifiers on other real digits than the refiner saw)."
+         if b.refiner_real_per_class is not None else
+         f"Refiners trained once per real_per_class on seed {b.refiner_real_seed}'s real subset and shared by all seeds (seeds 1, 2 "
+         "train their classifiers with another real subset than the refiner saw)."),
         f"Refiner sizes: ResNet generators with 8 base channels, 2 downsamplings, 2 blocks (MrGAN: 32 channels, 9 blocks), "
         f"PatchGAN width 0.25, batch {b.refiner_batch} (MrGAN: 32-144).",
         f"CycleGAN: {b.cyclegan_steps} steps (paper: 200 epochs), linear decay over the second half; label-aligned pairs; "
@@ -655,6 +669,43 @@ def deviations(b: Budget) -> list[str]:
         "disjoint from validation); mask IoU: renderer glyph mask vs. refined image > 0.5.",
         "Timing budget: one CPU thread (another benchmark ran beside it on the 2-core machine).",
     ]
+
+
+def write_outputs(res: Result, b: Budget, name: str, out: Path, *, threads: int, quick: bool, log: Callable[[str], None] = print) -> dict:
+    """Plots and ``<out>/<name>.json`` (the output contract: ``commit`` and ``rows``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    plots["rows"] = out / f"{name}_rows.png"
+    atomic_write_bytes(plots["rows"], rows_png(res))
+    if any(r["name"].startswith("ablation:") for r in res.rows):
+        plots["ablation"] = out / f"{name}_ablation.png"
+        atomic_write_bytes(plots["ablation"], ablation_png(res))
+    real_x, _ = real_subset(load_mnist("train"), 1, 0)
+    png, grid_rows = samples_png(res, real_x)
+    plots["samples"] = out / f"{name}_samples.png"
+    atomic_write_bytes(plots["samples"], png)
+    checks = {str(rpc): targets(res, rpc) for rpc in b.real_per_class}
+    payload = {
+        "quick": quick,
+        "rows": res.rows,
+        "paper": PAPER,
+        "targets": checks,
+        "best_mix": res.best_mix,
+        "label_preservation": res.label_preservation,
+        "mask_iou": res.mask_iou,
+        "reference_classifier_test_acc": res.reference_test_acc,
+        "refiners": res.refiners,
+        "refiner_configs": {k: v.to_dict() for k, v in refiner_configs(b).items()},
+        "protocol": {"budget": asdict(b), "summary": __doc__.split("\n\n")[1], "test_digits": 10_000 if b.test_digits is None else b.test_digits},
+        "deviations": deviations(b),
+        "timings": {**res.timings, "threads": threads},
+        "plots": {k: repo_relative(v) for k, v in plots.items()},
+        "samples_rows": grid_rows,
+    }
+    path = write_result(name, payload, results_dir=out)
+    log(f"targets: {json.dumps(checks)}")
+    log(f"wrote {path} in {res.timings['total_s']:.0f} s")
+    return payload
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -681,40 +732,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     log(f"budget: {asdict(b)}")
     res = run(b, run_dir, log)
-    out = Path(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = {}
-    plots["rows"] = out / f"{name}_rows.png"
-    atomic_write_bytes(plots["rows"], rows_png(res))
-    if any(r["name"].startswith("ablation:") for r in res.rows):
-        plots["ablation"] = out / f"{name}_ablation.png"
-        atomic_write_bytes(plots["ablation"], ablation_png(res))
-    real_x, _ = real_subset(load_mnist("train"), 1, 0)
-    png, grid_rows = samples_png(res, real_x)
-    plots["samples"] = out / f"{name}_samples.png"
-    atomic_write_bytes(plots["samples"], png)
-    checks = {str(rpc): targets(res, rpc) for rpc in b.real_per_class}
-    payload = {
-        "quick": args.quick,
-        "rows": res.rows,
-        "paper": PAPER,
-        "targets": checks,
-        "best_mix": res.best_mix,
-        "label_preservation": res.label_preservation,
-        "mask_iou": res.mask_iou,
-        "reference_classifier_test_acc": res.reference_test_acc,
-        "refiners": res.refiners,
-        "refiner_configs": {k: v.to_dict() for k, v in refiner_configs(b).items()},
-        "protocol": {"budget": asdict(b), "summary": __doc__.split("\n\n")[1], "test_digits": int(load_mnist("test")[0].shape[0] if b.test_digits is None else b.test_digits)},
-        "deviations": deviations(b),
-        "timings": {**res.timings, "threads": args.threads},
-        "plots": {k: repo_relative(v) for k, v in plots.items()},
-        "samples_rows": grid_rows,
-    }
-    path = write_result(name, payload, results_dir=out)
-    log(f"targets: {json.dumps(checks)}")
-    log(f"wrote {path} in {res.timings['total_s']:.0f} s")
-    atomic_write_text(out / f"{name}.log", "\n".join(lines) + "\n")
+    payload = write_outputs(res, b, name, Path(args.results_dir), threads=args.threads, quick=args.quick, log=log)
+    atomic_write_text(Path(args.results_dir) / f"{name}.log", "\n".join(lines) + "\n")
     return payload
 
 
