@@ -194,9 +194,17 @@ class PhotometricRangesConfig(Config):
 
 class SceneTerseConfig(Config):
     """Every knob of the scene loop. Defaults follow TERSE A.2 where it states a value (5 cycles,
-    1000 S batches of 16, Adam 1e-4 with weight decay 5e-4 for S, Adam 1e-4 for D, 100 generation
-    batches = 1600 candidates, keep confidence < 0.5, 3 T epochs, real:synthetic 1:1); the rest are
-    this project's choices (see each description)."""
+    1000 S batches of 16, weight decay 5e-4 for S, Adam 1e-4 for D, 100 generation batches = 1600
+    candidates, keep confidence < 0.5, 3 T epochs, real:synthetic 1:1); the rest are this
+    project's choices (see each description).
+
+    S's learning rate is 1e-2, not the paper's 1e-4: measured against the digit-scene baseline
+    detector (K = 3, batch 8, D on, 64 fixed evaluation candidates), the share of hard objects
+    (confidence < 0.5) in S's composites went from 0.27 (untrained S) to 0.82 / 0.74 / 0.76 after
+    20 / 40 / 60 S steps at 1e-2, but only to 0.28 / 0.36 / 0.38 at 3e-3 and 0.32 after 60 steps at
+    1e-3 (uniform random placements: 0.41). The paper's S starts from a pretrained VGG and takes
+    1000 steps per cycle.
+    """
 
     seed: int = 0
     synthesizer: Literal["terse", "random"] = Field("terse", description="'random': no S, placements uniform in the ranges (random cut-paste)")
@@ -222,7 +230,10 @@ class SceneTerseConfig(Config):
     t_batch_size: int = Field(8, ge=2, description="T's batch (a multiple of the ratio's parts)")
     real_ratio: str = Field("1:1", description="real:synthetic per T batch; paper: 1:1")
     t_augment: bool = Field(False, description="train_detector's channel permutation + flip")
-    lr_s: float = Field(1e-4, gt=0.0, description="Adam; paper: 1e-4")
+    lr_s: float = Field(
+        1e-2, gt=0.0,
+        description="Adam; paper: 1e-4 over 1000 batches with a pretrained VGG backbone (from scratch, 1e-3 barely moves S in 60 batches)",
+    )  # fmt: skip
     s_weight_decay: float = Field(5e-4, ge=0.0, description="paper: 5e-4")
     lr_t: float = Field(1e-3, gt=0.0, description="train_detector's peak AdamW lr (paper: SGD 1e-5 for a converged SSD)")
     lr_d: float = Field(1e-4, gt=0.0, description="Adam; paper: 1e-4")
