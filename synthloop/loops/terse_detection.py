@@ -86,13 +86,16 @@ parameters with ``s_channels=[16, 32, 64]`` at ``s_input_size=64``; D: 175k at `
 K = 3 objects, 128x128 digit scenes, batch 8, the default
 :class:`~synthloop.models.detection.SmallDetector` as T, photo backgrounds with artefacts:
 
-- one S step (8 composites: layouts, S forward/backward, paste, T's loss and D's term): 0.66 s
+- one S step (8 composites: layouts, S forward/backward, paste, T's loss and D's term): 0.66-0.75 s
   (1.0-1.6 s with S at 128x128 input and four stages, hence the smaller default);
-- one generated candidate (S forward in batches of 8, rendering, T's confidence): 66 ms;
-- one D step (8 real vs 8 fresh composites): 0.39 s;
+- one generated candidate (S forward in batches of 8, rendering, T's confidence): 38 ms (66 ms
+  before generation reused the canvases S had already rendered);
+- one D step (8 real vs 8 fresh composites): 0.25-0.39 s;
 - one T epoch over 200 real images at 1:1 with 64 kept composites (50 steps of 8): 15-19 s.
 
 Most of a candidate's time is rendering its two photo backgrounds (about 13 ms each) and S.
+So a cycle with the benchmark-sized budget (40 S steps, 900 candidates, 20 D steps, one T epoch
+over 1,000 real images) costs about 30 + 35 + 6 + 90 s.
 """
 
 from __future__ import annotations
