@@ -400,3 +400,17 @@ def test_model_by_torchvision_name_and_bad_model_specs(tmp_path):
     assert e.value.field == "model.args.widht" and "width" in str(e.value)
     with pytest.raises(InputError, match="'score_tresh'"):  # torchvision would ignore it silently
         build_model({"name": "ssdlite320_mobilenet_v3_large", "args": {"score_tresh": 0.1}}, 3, (64, 64))
+
+
+def test_start_from_a_previous_runs_model(finished_run):
+    """model.checkpoint = a finished run's model.pt: the new job's model starts from those weights
+    (a plain torch.save d state dict works too)."""
+    from synthloop.loops.terse_detection_job import _build_target
+
+    _, _, tmp, _ = finished_run
+    saved = torch.load(tmp / "out" / "model.pt", weights_only=True)["model"]
+    torch.save(saved, tmp / "plain.pt")
+    for ckpt in (tmp / "out" / "model.pt", tmp / "plain.pt"):
+        cfg = job_config(tmp, model={**TINY_MODEL, "checkpoint": str(ckpt)}, baseline={"epochs": 0})
+        target = _build_target(cfg, load_job_data(cfg).label_map, "job.yaml")
+        assert all(torch.equal(v, saved[k]) for k, v in target.model.state_dict().items())
