@@ -105,7 +105,12 @@ def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("job")
     cfg = job_config(tmp)
     seen: list[str] = []
-    result = run_terse_detection_job(cfg, tmp / "out", progress=lambda task, done, total: seen.append(task))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a module fixture runs before conftest's per-test single-thread fixture
+    try:
+        result = run_terse_detection_job(cfg, tmp / "out", progress=lambda task, done, total: seen.append(task))
+    finally:
+        torch.set_num_threads(threads)
     return cfg, result, tmp, seen
 
 
