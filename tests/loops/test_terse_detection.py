@@ -323,3 +323,19 @@ def test_background_of_another_size_is_rendered_at_the_targets_size():
     scenes = loop.generate(2, keep="all", generator=torch.Generator().manual_seed(0))
     assert scenes and all(s.image.shape == (3, SIZE, SIZE) for s in scenes)
     copy.deepcopy(scenes[0].params)
+
+
+def test_hard_filter_keeps_only_composites_with_a_hard_object(monkeypatch):
+    loop = _loop(synthesizer="random", num_objects=1, max_candidates_per_cycle=16)
+
+    def confidence(images, targets):  # a target that finds "bar" (label 2) hard and "ring" easy
+        return [torch.where(t["labels"] == 2, 0.1, 0.9) for t in targets]
+
+    monkeypatch.setattr(loop.target, "confidence", confidence)
+    kept = loop.generate(16, keep="hard", generator=torch.Generator().manual_seed(0))
+    stats = loop.last_generation
+    assert stats["tried"] == 16 and 0 < stats["hard"] < stats["scored"]
+    assert len(kept) == stats["hard"] and all(s.target["labels"].tolist() == [2] for s in kept)
+    assert all(s.params["confidence"] == [pytest.approx(0.1)] for s in kept)
+    everything = loop.generate(16, keep="all", generator=torch.Generator().manual_seed(0))
+    assert len(everything) == stats["scored"] > len(kept)
