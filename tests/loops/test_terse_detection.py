@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import json
 
 import numpy as np
@@ -339,3 +340,11 @@ def test_hard_filter_keeps_only_composites_with_a_hard_object(monkeypatch):
     assert all(s.params["confidence"] == [pytest.approx(0.1)] for s in kept)
     everything = loop.generate(16, keep="all", generator=torch.Generator().manual_seed(0))
     assert len(everything) == stats["scored"] > len(kept)
+
+
+def test_s_step_with_composites_without_labelled_objects():
+    loop = _loop(min_visibility=1.0, ranges={"sx": [3.0, 3.0], "sy": [3.0, 3.0]})  # objects too big to fit: none labelled
+    out = loop.s_step()
+    assert out["objects"] == 0.0 and out["skipped"] == 0.0 and math.isfinite(out["loss_s"])
+    assert loop.generate(2, keep="all", generator=torch.Generator().manual_seed(0)) == []
+    assert loop.last_generation["scored"] == 0 and loop.last_generation["tried"] == 8
