@@ -8,6 +8,8 @@ fine-tuning of every method, so methods differ only in where their synthetic ima
   order; with synthetic data every batch holds exactly ``ratio`` real:synthetic images
   (:class:`~synthloop.loops.mixing.MixedBatchSampler`: an epoch is one pass over the real set,
   synthetic images are drawn without replacement and reshuffled when they run out).
+- Mode: the model trains in ``train()`` mode (BatchNorm batch statistics, dropout on) and is
+  returned in the mode it came in.
 - Optimiser: AdamW over the trainable parameters, one-cycle learning rate peaking at ``lr``
   (or constant), gradient-norm clipping at 10 (detection losses spike on the first batches of
   a from-scratch model).
@@ -22,9 +24,10 @@ fine-tuning of every method, so methods differ only in where their synthetic ima
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +84,14 @@ def _augment(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], g: to
         out = torch.where(idx[:, None, None, None], out.flip(-1), out)
         targets = [_flip_target(t, w) if f else t for t, f in zip(targets, flips)]
     return out, targets
+
+
+@contextlib.contextmanager
+def _restore_mode(model: torch.nn.Module, training: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 def _batches(n_real: int, n_syn: int, batch_size: int, ratio: str, max_share: float | None, epochs: int, seed: int) -> list[list[list[int]]]:
@@ -173,7 +184,9 @@ def train_detector(
     g_aug = make_generator(seed, "detector-augment")
     start = time.perf_counter()
     step = 0
-    with scoped_rng(derive_seed(seed, "detector-modules"), device):
+    was_training = model.training
+    model.train()  # BatchNorm statistics and dropout in training behaviour, whatever the caller left
+    with scoped_rng(derive_seed(seed, "detector-modules"), device), _restore_mode(model, was_training):
         for epoch_batches in plan:
             running, count = 0.0, 0
             for idx in epoch_batches:

@@ -124,3 +124,14 @@ def test_bad_input_is_named():
     with pytest.raises(InputError, match="loss became"):
         dt.train_detector(t, images * float("nan"), targets, epochs=1, batch_size=4)
     assert before.keys() == t.model.state_dict().keys()
+
+
+def test_trains_in_train_mode_and_restores_the_callers_mode():
+    images, targets = _squares(8, 0)
+    t = _target()
+    t.model.eval()
+    bn = next(m for m in t.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    dt.train_detector(t, images, targets, epochs=1, batch_size=4)
+    assert not torch.equal(bn.running_mean, before)  # batch statistics were used and tracked
+    assert not t.model.training and not bn.training
