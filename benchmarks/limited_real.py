@@ -17,8 +17,8 @@ initial weights, its batch order and its 2D augmentation):
   ``real_only`` and ``real+raw`` at 1:1, 1:7, 1:15 with and without 2D augmentation (Table 2;
   every minibatch holds exactly that many real and synthetic digits,
   :class:`~synthloop.loops.mixing.MixedBatchSampler`); ``real+cyclegan``, ``real+mrgan``,
-  ``real+pixelda`` at the ratio/augmentation that was best for ``real+raw`` on validation
-  (Table 3 bottom); ``ablation:none``, ``ablation:+texture``, ... (synthetic only, variations
+  ``real+pixelda`` at the ratio that was best for ``real+raw`` on validation, without and with
+  2D augmentation (Table 3 bottom); ``ablation:none``, ``ablation:+texture``, ... (synthetic only, variations
   switched on one at a time, Table 1).
 - refiners (:mod:`synthloop.loops.refine`): CycleGAN, MrGAN (two stages, ``r_rs``: stage 2 maps
   real <-> stage-1-refined synthetic, so refined digits live in the real image space and are
@@ -510,21 +510,24 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
         for aug in (False, True):
             runs = [classify("real_only", s, reals[s], None, None, aug, str(rpc)) for s in b.seeds]
             add_row("real_only", rpc, None, aug, runs, b.seeds)
-        best = None
+        best_by_aug: dict[bool, dict] = {}
         for aug in (False, True):
             for ratio in b.ratios:
                 runs = [classify("real+raw", s, reals[s], syn, ratio, aug, str(rpc)) for s in b.seeds]
                 row = add_row("real+raw", rpc, ratio, aug, runs, b.seeds)
-                if best is None or row["val_acc_mean"] > best["val_acc_mean"]:
-                    best = row
-        assert best is not None
-        res.best_mix[str(rpc)] = {"ratio": best["ratio"], "aug": best["aug"], "val_acc_mean": best["val_acc_mean"]}
-        # real + refined at the ratio/augmentation best for real+raw on validation (Table 3 bottom)
-        for method in REFINERS:
-            ref_set = (refined[(refiner_rpc(rpc), method)], syn_y)
-            runs = [classify(f"real+{method}", s, reals[s], ref_set, best["ratio"], best["aug"], str(rpc)) for s in b.seeds]
-            add_row(f"real+{method}", rpc, best["ratio"], best["aug"], runs, b.seeds, ratio_selected_on="real+raw validation accuracy",
-                    refiner_real_per_class=refiner_rpc(rpc))  # fmt: skip
+                if aug not in best_by_aug or row["val_acc_mean"] > best_by_aug[aug]["val_acc_mean"]:
+                    best_by_aug[aug] = row
+        best = max(best_by_aug.values(), key=lambda r: r["val_acc_mean"])
+        pick = lambda r: {"ratio": r["ratio"], "aug": r["aug"], "val_acc_mean": r["val_acc_mean"]}  # noqa: E731
+        res.best_mix[str(rpc)] = {**pick(best), "per_aug": {"no_aug": pick(best_by_aug[False]), "aug": pick(best_by_aug[True])}}
+        # real + refined at the ratio best for real+raw on validation, without and with 2D augmentation (Table 3 bottom)
+        for aug in (False, True):
+            ratio = best_by_aug[aug]["ratio"]
+            for method in REFINERS:
+                ref_set = (refined[(refiner_rpc(rpc), method)], syn_y)
+                runs = [classify(f"real+{method}", s, reals[s], ref_set, ratio, aug, str(rpc)) for s in b.seeds]
+                add_row(f"real+{method}", rpc, ratio, aug, runs, b.seeds, ratio_selected_on="real+raw validation accuracy, same aug",
+                        refiner_real_per_class=refiner_rpc(rpc))  # fmt: skip
     res.timings["classifiers_s"] = round(time.perf_counter() - t_clf, 1)
 
     # latent-variation ablation (Table 1): synthetic only, variations switched on one by one
@@ -556,22 +559,31 @@ def _find(rows: list[dict], name: str, rpc: int | None, ratio: str | None = None
     return None
 
 
+def _mix_targets(rows: list[dict], rpc: int, ratio: str, aug: bool) -> dict[str, Any]:
+    real_only = _find(rows, "real_only", rpc, aug=aug)
+    raw = _find(rows, "real+raw", rpc, ratio, aug)
+    mrgan = _find(rows, "real+mrgan", rpc, ratio, aug)
+    out: dict[str, Any] = {"ratio": ratio, "aug": aug}
+    if real_only and raw and mrgan:
+        out["real+mrgan > real+raw > real_only"] = mrgan["acc_mean"] > raw["acc_mean"] > real_only["acc_mean"]
+        out["real+raw - real_only (points)"] = round(100 * (raw["acc_mean"] - real_only["acc_mean"]), 2)
+        out["real+mrgan - real_only (points)"] = round(100 * (mrgan["acc_mean"] - real_only["acc_mean"]), 2)
+        out["real+mrgan >= real_only + 5 points"] = mrgan["acc_mean"] >= real_only["acc_mean"] + 0.05
+    return out
+
+
 def targets(res: Result, rpc: int = 10) -> dict[str, Any]:
-    """The issue's targets, checked on the measured means."""
+    """The issue's targets, checked on the measured means: at the mix that was best on validation
+    overall, and at the best mix of each augmentation setting."""
     rows = res.rows
     best = res.best_mix.get(str(rpc))
     if best is None:
         return {}
-    real_only = _find(rows, "real_only", rpc, aug=best["aug"])
-    raw = _find(rows, "real+raw", rpc, best["ratio"], best["aug"])
-    mrgan = _find(rows, "real+mrgan", rpc)
     syn_raw = _find(rows, "syn_raw", None)
     rpc_refiner = res.refiner_real_per_class if res.refiner_real_per_class is not None else rpc
-    out: dict[str, Any] = {"real_per_class": rpc, "compared_at": best}
-    if real_only and raw and mrgan:
-        out["real+mrgan > real+raw > real_only"] = mrgan["acc_mean"] > raw["acc_mean"] > real_only["acc_mean"]
-        out["real+mrgan - real_only (points)"] = round(100 * (mrgan["acc_mean"] - real_only["acc_mean"]), 2)
-        out["real+mrgan >= real_only + 5 points"] = mrgan["acc_mean"] >= real_only["acc_mean"] + 0.05
+    out: dict[str, Any] = {"real_per_class": rpc, "best_on_validation": _mix_targets(rows, rpc, best["ratio"], best["aug"])}
+    for key, mix in best["per_aug"].items():
+        out[key] = _mix_targets(rows, rpc, mix["ratio"], mix["aug"])
     if syn_raw:
         for m in REFINERS:
             r = _find(rows, f"syn_{m}", rpc_refiner)
@@ -643,8 +655,9 @@ def deviations(b: Budget) -> list[str]:
         f"batch {b.clf_batch}, Glorot init, instead of 500 epochs at lr 0.1, batch 128.",
         "2D augmentation: random rotation +-10 deg, scale 0.9-1.1 and shift +-2 px applied to every training batch (real and "
         "synthetic), instead of random crop + flip (flips change digits).",
-        "Best ratio for real + refined rows: chosen by mean validation accuracy (2,000 MNIST 'valid' digits) among the real+raw "
-        "ratio/augmentation settings, not cross-validated per refiner.",
+        "Ratio for real + refined rows: for each augmentation setting, the ratio with the best mean validation accuracy "
+        "(2,000 MNIST 'valid' digits) among the real+raw rows, not cross-validated per refiner; 'targets' are checked at the "
+        "setting best on validation overall and at each augmentation setting's best.",
         (f"Refiners trained once, on seed {b.refiner_real_seed}'s {b.refiner_real_per_class} real digits per class, and shared by all "
          "seeds and by both real_per_class settings (the 100-per-class rows mix in synthetic data refined towards 10 per class; "
          "seeds 1, 2 train their classifiers on other real digits than the refiner saw)."

@@ -62,7 +62,11 @@ def test_output_contract(tiny_run, bench):
     mixes = [(r["ratio"], r["aug"]) for r in rows if r["name"] == "real+raw"]
     assert sorted(mixes) == sorted((q, a) for q in b.ratios for a in (False, True))
     best = doc["best_mix"]["10"]
-    assert all(r["ratio"] == best["ratio"] and r["aug"] == best["aug"] for r in rows if r["name"].startswith("real+") and r["name"] != "real+raw")
+    assert (best["ratio"], best["aug"]) in {(m["ratio"], m["aug"]) for m in best["per_aug"].values()}
+    for m in bench.REFINERS:  # each refiner at the best real+raw ratio of each augmentation setting
+        mixes = {(r["ratio"], r["aug"]) for r in rows if r["name"] == f"real+{m}"}
+        assert mixes == {(best["per_aug"][k]["ratio"], best["per_aug"][k]["aug"]) for k in ("no_aug", "aug")}
+    assert set(doc["targets"]["10"]) >= {"best_on_validation", "no_aug", "aug"}
     for key in ("label_preservation", "mask_iou"):
         assert set(doc[key]["10"]) == set(bench.REFINERS)
         assert all(0.0 <= v <= 1.0 for v in doc[key]["10"].values())
