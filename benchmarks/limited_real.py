@@ -405,7 +405,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     reference_test_acc: float | None = None
     refiner_real_per_class: int | None = None
-    samples: dict[str, torch.Tensor] = field(default_factory=dict)
+    samples: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # name -> (images, labels)
 
 
 def _stats(values: Sequence[float]) -> tuple[float, float]:
@@ -444,8 +444,7 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
     t0 = time.perf_counter()
     syn_x, syn_y, syn_m = render_set(render_config(None), b.synthetic, "all")
     res.timings["render_s"] = round(time.perf_counter() - t0, 1)
-    res.samples["raw"] = syn_x
-    res.samples["labels"] = syn_y
+    res.samples["raw"] = (syn_x, syn_y)
 
     # reference classifier for label preservation (held-out real digits)
     t0 = time.perf_counter()
@@ -491,7 +490,7 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
             res.mask_iou.setdefault(str(rpc), {})[method] = iou
             res.refiners.setdefault(str(rpc), {})[method] = info
             log(f"{method} ({rpc}/class): {info['steps']} steps in {info['train_s']} s, label preservation {lp:.4f}, mask IoU {iou:.4f}, divergence events {info['divergence_events']}")
-            res.samples[f"{method}_{rpc}"] = images
+            res.samples[f"{method}_{rpc}"] = (images, syn_y)
     res.timings["refiners_s"] = round(time.perf_counter() - t_ref, 1)
 
     t_clf = time.perf_counter()
@@ -541,7 +540,7 @@ def run(b: Budget, run_dir: Path | None = None, log: Callable[[str], None] = pri
             else:
                 ax, ay, _ = render_set(render_config(enabled), b.synthetic, name)
                 runs = [classify(name, s, None, (ax, ay), None, False) for s in ablation_seeds]
-            res.samples[name] = ax
+            res.samples[name] = (ax, ay)
             add_row(name, None, None, False, runs, ablation_seeds, variations=list(enabled))
         res.timings["ablation_s"] = round(time.perf_counter() - t0, 1)
     res.timings["total_s"] = round(time.perf_counter() - t_all, 1)
@@ -636,11 +635,12 @@ def ablation_png(res: Result) -> bytes:
 def samples_png(res: Result, real: torch.Tensor) -> tuple[bytes, list[str]]:
     """One row per source (real, raw, each refiner at the smallest real set, the ablation steps),
     the first digit of each class."""
-    labels = res.samples["labels"]
-    first = torch.stack([(labels == c).nonzero()[0, 0] for c in range(NUM_CLASSES)])
     rpc = min(int(k.rsplit("_", 1)[1]) for k in res.samples if k.split("_")[0] in REFINERS) if any(k.split("_")[0] in REFINERS for k in res.samples) else None
     names = ["raw"] + ([f"{m}_{rpc}" for m in REFINERS] if rpc is not None else []) + [k for k in res.samples if k.startswith("ablation:")]
-    images = [real[:NUM_CLASSES]] + [res.samples[n][first] for n in names]
+    def firsts(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x[torch.stack([(y == c).nonzero()[0, 0] for c in range(NUM_CLASSES)])]
+
+    images = [real[:NUM_CLASSES]] + [firsts(*res.samples[n]) for n in names]
     row_labels = torch.arange(len(images)).repeat_interleave(NUM_CLASSES)
     return sample_grid_png(torch.cat(images), row_labels, per_class=NUM_CLASSES, num_classes=len(images), scale=2), ["real"] + names
 
