@@ -555,6 +555,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--cache-dir", type=Path, default=None, help="data cache root (default $SYNTHLOOP_CACHE or ~/.cache/synthloop)")
     p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--lr-t", type=float, default=None, help="T's fine-tuning peak lr for every method (sensitivity run; default: the loop's 1e-3); writes detection_lr_t_<lr>.*")
     p.add_argument("--baseline-only", action="store_true", help="train (or load) and evaluate the baseline, then stop")
     p.add_argument("--only", nargs="*", default=None, help="run only these methods/ablations (others from the cache if present)")
     args = p.parse_args(argv)
@@ -562,6 +563,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     budget = copy.deepcopy(QUICK if args.quick else FULL)
     name = f"{NAME}_quick" if args.quick else NAME
+    if args.lr_t is not None:  # a sensitivity run: its own result files, same run folder (its runs have their own keys)
+        budget["loop"]["lr_t"] = args.lr_t
+        name += f"_lr_t_{args.lr_t:g}"
     run_dir = args.run_dir or (ROOT / "runs" / f"bench_{name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     results_dir = Path(args.results_dir)
@@ -646,7 +650,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "timings": {
             "wall_s": round(wall, 1),
             "data_s": round(data_s, 1),
-            "baseline_train_s": 0.0 if base_info["cached"] else base_info["train_s"],
+            "baseline_train_s": base_info["train_s"],
+            "baseline_val_eval_s": base_info["val_eval_s"],
             "baseline_cached": base_info["cached"],
             "baseline_test_eval_s": round(base_eval_s, 1),
             "note": "per run: seconds measured when it ran (a rerun reuses cached runs; see each run's 'cached')",
