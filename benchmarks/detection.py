@@ -607,8 +607,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         controls["real_only_finetune"] = real_only_control(data, baseline, budget, args.seed, run_dir, log)
 
     ablations: dict[str, dict[str, Any]] = {}
+    same_schedule_used = False
     if not args.no_ablations:
-        same_schedule = not budget["ablation_loop"] and data.ablation_indices == data.loop_indices
+        same_schedule = same_schedule_used = not budget["ablation_loop"] and data.ablation_indices == data.loop_indices
         if same_schedule and "terse_d" in methods:
             ablations["full_terse_d"] = methods["terse_d"]
         elif wanted is None or "full_terse_d" in wanted or (run_dir / "ablation_full_terse_d.json").is_file():
@@ -635,6 +636,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "random_paste" in synthetic:
             checks["terse_d_ap80_above_random_paste"] = synthetic["terse_d"]["ap80"] > synthetic["random_paste"]["ap80"]
 
+    runs = {**synthetic, **controls, **{f"ablation_{a}": v for a, v in ablations.items() if a not in ("full_terse_d", "discriminator_off") or not same_schedule_used}}
+    measured = base_info["train_s"] + base_info["val_eval_s"] + base_eval_s + data_s + sum(sum(v["timings"].values()) for v in runs.values())
     plot_hardness(synthetic, results_dir / f"{name}_hardness.png")
     plot_ap(methods, results_dir / f"{name}_ap.png")
     plots = [results_dir / f"{name}_hardness.png", results_dir / f"{name}_ap.png"]
@@ -649,6 +652,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "checks": checks,
         "timings": {
             "wall_s": round(wall, 1),
+            "measured_total_s": round(measured, 1),
+            "measured_total_note": "baseline training and selection + data + every run's loop, test evaluation and hardness, as measured when each ran (possibly in an earlier invocation, see the log); what a run from an empty run folder costs on a machine under the same load",
             "data_s": round(data_s, 1),
             "baseline_train_s": base_info["train_s"],
             "baseline_val_eval_s": base_info["val_eval_s"],
