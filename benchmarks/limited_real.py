@@ -357,7 +357,7 @@ class Cache:
 
     def __init__(self, folder: Path | None, fingerprint: dict[str, Any]):
         self.folder = folder
-        self.fingerprint = fingerprint
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as stored: tuples become lists
         self.runs: dict[str, Any] = {}
         if folder is None:
             return
@@ -365,7 +365,7 @@ class Cache:
         path = folder / "runs.json"
         if path.exists():
             saved = json.loads(path.read_text())
-            if saved.get("fingerprint") == fingerprint:
+            if saved.get("fingerprint") == self.fingerprint:
                 self.runs = saved["runs"]
         if not self.runs:  # a different budget: stale refined sets must not be reused
             for p in folder.glob("refined_*.pt"):

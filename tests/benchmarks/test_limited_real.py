@@ -83,7 +83,11 @@ def test_run_folder_caches_runs_and_refined_sets(tiny_run, bench):
     assert len(saved["runs"]) == len(keys) - 1  # ablation:+augment is the syn_raw set, not run again
     assert all(0.0 <= v["test"] <= 1.0 for v in saved["runs"].values())
     assert sorted(p.name for p in (tmp / "run").glob("refined_*.pt")) == sorted(f"refined_{m}_10.pt" for m in bench.REFINERS)
-    cache = bench.Cache(tmp / "run", {**saved["fingerprint"], "synthetic": b.synthetic + 1})  # another budget: start over
+    fingerprint = {k: v for k, v in bench.asdict(b).items() if k not in ("ablation", "ablation_seeds")}
+    again = bench.Cache(tmp / "run", fingerprint)  # the same budget: everything is reused
+    assert again.runs == saved["runs"] and again.get(next(iter(saved["runs"]))) is not None
+    assert again.load_tensor("refined_mrgan_10.pt")["images"].shape == (b.synthetic, 1, 28, 28)
+    cache = bench.Cache(tmp / "run", {**fingerprint, "synthetic": b.synthetic + 1})  # another budget: start over
     assert cache.runs == {} and not list((tmp / "run").glob("refined_*.pt"))
 
 
