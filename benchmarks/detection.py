@@ -39,9 +39,19 @@ loop's 1e-3, the main methods and the real-only control only) written to
 ``detection_lr_t_0.0001.*``: it checks whether the methods' ranking comes from fine-tuning a
 converged detector too hard.
 
+Two more variants, each with its own run folder and result files (``detection.json`` untouched):
+``--real-train N`` (``detection_real_train_<N>.*``) is the low-data regime: the baseline and every
+loop use only a fixed seeded subset of N real training images (``loop_real`` = N; val/test
+unchanged); the baseline's epochs grow as 2000/N for about as many optimiser steps, capped at 40
+(:func:`low_data_budget`). ``--ranges plausible`` (``detection_ranges_plausible.*``) narrows S's
+and the random synthesizer's placement ranges to the real generator's (:data:`PLAUSIBLE_RANGES`)
+for all four methods; it reuses the main baseline when ``runs/bench_detection/baseline.pt`` (and
+``real_only_finetune.json``) are copied into its run folder.
+
 Usage::
 
     python benchmarks/detection.py [--quick] [--run-dir runs/bench_detection] [--no-ablations] [--lr-t LR]
+        [--real-train N] [--ranges {default,plausible}]
 
 Writes ``benchmarks/results/detection.json``, ``detection_hardness.png``, ``detection_ap.png``,
 ``detection_samples.png`` and ``detection.log`` (``--quick``: ``detection_quick.*``).
@@ -189,8 +199,15 @@ class Data:
         self.label_map = LabelMap.from_categories(self.train.categories)
         self.train_images = load_images(self.train)
         self.train_targets = dataset_targets(self.train, self.label_map)
-        n_real = min(int(budget["loop_real"]), len(self.train.images))
-        order = torch.randperm(len(self.train.images), generator=make_generator(seed, "detection-bench/loop-real"))[:n_real]
+        self.train_total = len(self.train.images)
+        self.train_indices = list(range(self.train_total))
+        if budget.get("real_train") is not None:  # low-data variant: a fixed seeded subset is all the real training data there is
+            n_train = min(int(budget["real_train"]), self.train_total)
+            self.train_indices = sorted(torch.randperm(self.train_total, generator=make_generator(seed, "detection-bench/real-train"))[:n_train].tolist())
+            self.train_images = self.train_images[self.train_indices]
+            self.train_targets = [self.train_targets[i] for i in self.train_indices]
+        n_real = min(int(budget["loop_real"]), len(self.train_images))
+        order = torch.randperm(len(self.train_images), generator=make_generator(seed, "detection-bench/loop-real"))[:n_real]
         self.loop_indices = sorted(order.tolist())
         self.loop_images = self.train_images[self.loop_indices]
         self.loop_targets = [self.train_targets[i] for i in self.loop_indices]
@@ -203,7 +220,7 @@ class Data:
         self.backgrounds = BackgroundBank(["photos"])
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train.images), "val": len(self.val.images), "test": len(self.test.images)}
+        return {"train": len(self.train_images), "val": len(self.val.images), "test": len(self.test.images)}
 
 
 def new_detector(label_map: LabelMap, seed: int) -> DetectionTarget:
@@ -237,7 +254,7 @@ def train_baseline(data: Data, budget: Mapping[str, Any], seed: int, run_dir: Pa
             return target, info
         log(f"baseline: {path} was made with other settings; training again")
 
-    steps_per_epoch = -(-len(data.train.images) // int(b["batch_size"]))
+    steps_per_epoch = -(-len(data.train_images) // int(b["batch_size"]))
     best: dict[str, Any] = {"score": -1.0}
     val_curve: list[dict[str, float]] = []
     eval_s = 0.0
@@ -283,6 +300,37 @@ def train_baseline(data: Data, budget: Mapping[str, Any], seed: int, run_dir: Pa
 
 # -------------------------------------------------------------------------------------------------
 # one method through the A.2 loop
+
+
+PLAUSIBLE_RANGES: dict[str, Any] = {
+    "angle": [-10.0, 10.0],  # the real generator's rotation (uniform +-10 degrees)
+    "shear": [-0.05, 0.05],  # the real set has no shear; a sliver keeps the range non-degenerate for S's squashing
+    "tx": [-0.3, 0.3],  # centre within 20-80 % of the canvas: a 50 px digit stays inside the 128 px image, as real digits do
+    "ty": [-0.3, 0.3],
+    "sx": [0.5, 1.0],  # fg_size 64 at fg_fill 0.8: scale 1 = 51 px, so 26-51 px (real heights 20-50 px); aspect distortion at most 2:1
+    "sy": [0.5, 1.0],
+}
+"""``--ranges plausible``: placement ranges for S and the random synthesizer narrowed to the real
+set's documented generator (:mod:`synthloop.data.digit_scenes`: heights 20-50 px, same scale on
+both axes, rotation +-10 degrees, no shear, boxes inside the image), against the degenerate
+placements S found with the loop's default ranges (squashed aspect, pushed to the border,
+extreme shear). The loop's defaults: angle +-30, shear +-0.2, tx/ty +-0.4, sx/sy 0.45-1.1."""
+
+
+def low_data_budget(budget: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """The ``--real-train N`` budget: only N real training images, the loop's real set all of them.
+
+    The baseline keeps its batch size and peak lr; its epochs grow as 2000/N so that it gets about
+    as many optimiser steps as the main baseline, capped at 40 epochs (a wall-time limit on the
+    shared box; at N=250 that is 1,250 steps against the main run's 3,000), the epoch with the
+    best val AP picked from the second half of training (val is the full 500 images, as in the
+    main run)."""
+    base = dict(budget["baseline"])
+    total = 2000 if budget["sizes"] is None else int(budget["sizes"]["train"])
+    scale = max(1.0, total / max(int(n), 1))
+    epochs = min(int(round(base["epochs"] * scale)), 40) if budget["sizes"] is None else base["epochs"]
+    base.update(epochs=epochs, select_from_epoch=max(1, epochs // 2))
+    return {"real_train": int(n), "loop_real": int(n), "ablation_loop_real": min(int(budget["ablation_loop_real"]), int(n)), "baseline": base}
 
 
 def loop_config(budget: Mapping[str, Any], overrides: Mapping[str, Any], seed: int, *, ablation: bool = False):
@@ -533,7 +581,12 @@ def protocol(budget: Mapping[str, Any], data: Data, seed: int, threads: int, abl
         },
         "detector": "SmallDetector (torchvision FCOS, compact 4-stage backbone, 2-level FPN), 128x128, from scratch",
         "baseline": {**budget["baseline"], "optimizer": "AdamW, weight decay 1e-4, one-cycle lr", "selection": "epoch with the best val AP50 + AP among the evaluated ones"},
-        "loop_real_images": f"{len(data.loop_indices)} of the {len(data.train.images)} training images (fixed seeded subset): T's real half and D's real images in the loop",
+        "loop_real_images": f"{len(data.loop_indices)} of the {len(data.train_images)} training images (fixed seeded subset): T's real half and D's real images in the loop",
+        "real_train": (
+            None if budget.get("real_train") is None
+            else f"low-data variant: baseline and every loop see only {len(data.train_images)} of the {data.train_total} real training images (fixed seeded subset, indices under protocol.real_train_indices); val/test unchanged"
+        ),
+        "real_train_indices": data.train_indices if budget.get("real_train") is not None else None,
         "loop_shared": budget["loop"],
         "loop_resolved_defaults": defaults,
         "methods": METHODS,
@@ -571,6 +624,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--cache-dir", type=Path, default=None, help="data cache root (default $SYNTHLOOP_CACHE or ~/.cache/synthloop)")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--lr-t", type=float, default=None, help="T's fine-tuning peak lr for every method (sensitivity run; default: the loop's 1e-3); writes detection_lr_t_<lr>.*")
+    p.add_argument(
+        "--real-train", type=int, default=None, metavar="N",
+        help="low-data variant: baseline and loops use only a fixed random subset of N real training images (loop_real = N, baseline epochs scaled); writes detection_real_train_<N>.*",
+    )  # fmt: skip
+    p.add_argument(
+        "--ranges", choices=["default", "plausible"], default="default",
+        help="placement ranges of S and the random synthesizer for every method: the loop's defaults or PLAUSIBLE_RANGES (the real generator's); 'plausible' writes detection_ranges_plausible.*",
+    )  # fmt: skip
     p.add_argument("--baseline-only", action="store_true", help="train (or load) and evaluate the baseline, then stop")
     p.add_argument("--only", nargs="*", default=None, help="run only these methods/ablations (others from the cache if present)")
     args = p.parse_args(argv)
@@ -581,6 +642,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.lr_t is not None:  # a sensitivity run: its own result files, same run folder (its runs have their own keys)
         budget["loop"]["lr_t"] = args.lr_t
         name += f"_lr_t_{args.lr_t:g}"
+    if args.real_train is not None:  # the low-data variant: its own run folder (its baseline differs) and result files
+        budget.update(low_data_budget(budget, args.real_train))
+        name += f"_real_train_{args.real_train}"
+    if args.ranges == "plausible":  # every method under the narrowed ranges (the same baseline: copy baseline.pt into the run folder to reuse it)
+        budget["loop"]["ranges"] = copy.deepcopy(PLAUSIBLE_RANGES)
+        name += "_ranges_plausible"
     run_dir = args.run_dir or (ROOT / "runs" / f"bench_{name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     results_dir = Path(args.results_dir)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("baseline", "random_paste", "random_paste_artefacts", "terse_no_d", "terse_d")
@@ -78,3 +79,37 @@ def test_rerun_uses_the_cache(quick_run):
         assert second["methods"][name]["cached"] is True
         for key in AP_KEYS:
             assert second["methods"][name][key] == first["methods"][name][key]
+
+
+def test_low_data_variant_uses_one_fixed_subset_everywhere():
+    """``--real-train N``: the baseline's and the loop's real images are the same N training images,
+    drawn once (seeded), and the val/test splits are untouched."""
+    bench = _load_bench()
+    budget = {**bench.QUICK, **bench.low_data_budget(bench.QUICK, 10)}
+    full = bench.Data(bench.QUICK, 0)
+    low = bench.Data(budget, 0)
+    again = bench.Data(budget, 0)
+    assert low.sizes() == {**full.sizes(), "train": 10}
+    assert low.train_indices == again.train_indices and len(set(low.train_indices)) == 10
+    assert set(low.train_indices) < set(range(full.train_total))
+    assert torch.equal(low.train_images, full.train_images[low.train_indices])
+    assert [t["boxes"].tolist() for t in low.train_targets] == [full.train_targets[i]["boxes"].tolist() for i in low.train_indices]
+    # loop_real = N: the loop sees exactly the low-data training set
+    assert low.loop_indices == list(range(10)) and torch.equal(low.loop_images, low.train_images)
+    full_budget = bench.low_data_budget(bench.FULL, 250)
+    assert full_budget["loop_real"] == 250 and full_budget["baseline"]["epochs"] > bench.FULL["baseline"]["epochs"]
+    assert full_budget["baseline"]["select_from_epoch"] <= full_budget["baseline"]["epochs"]
+
+
+def test_plausible_ranges_reach_every_method():
+    bench = _load_bench()
+    budget = {**bench.FULL, "loop": {**bench.FULL["loop"], "ranges": bench.PLAUSIBLE_RANGES}}
+    for name, overrides in bench.METHODS.items():
+        ranges = bench.loop_config(budget, overrides, 0).ranges
+        for key, (lo, hi) in bench.PLAUSIBLE_RANGES.items():
+            assert tuple(getattr(ranges, key)) == (lo, hi), (name, key)
+    # narrower than the loop's defaults on every parameter
+    default = bench.loop_config(bench.FULL, {}, 0).ranges
+    for key, (lo, hi) in bench.PLAUSIBLE_RANGES.items():
+        dlo, dhi = getattr(default, key)
+        assert dlo <= lo and hi <= dhi and (dlo, dhi) != (lo, hi), key
