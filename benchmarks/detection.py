@@ -317,6 +317,13 @@ placements S found with the loop's default ranges (squashed aspect, pushed to th
 extreme shear). The loop's defaults: angle +-30, shear +-0.2, tx/ty +-0.4, sx/sy 0.45-1.1."""
 
 
+PLAUSIBLE_RANGES_RATIONALE = (
+    "from the real generator (digit_scenes): heights 20-50 px at one scale on both axes -> sx/sy 0.5-1.0 (26-51 px, at most 2:1 aspect distortion); "
+    "rotation +-10 -> angle +-10; no shear -> shear +-0.05; boxes inside the image -> tx/ty +-0.3 of the canvas (a 50 px digit stays inside). "
+    "Loop defaults: angle +-30, shear +-0.2, tx/ty +-0.4, sx/sy 0.45-1.1."
+)
+
+
 def low_data_budget(budget: Mapping[str, Any], n: int) -> dict[str, Any]:
     """The ``--real-train N`` budget: only N real training images, the loop's real set all of them.
 
@@ -750,6 +757,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "plots": [repo_relative(p) for p in plots],
         "quick": args.quick,
     }
+    variant = {
+        "lr_t": args.lr_t,
+        "real_train": budget.get("real_train"),
+        "ranges": args.ranges,
+        "ranges_values": budget["loop"].get("ranges"),
+        "ranges_rationale": PLAUSIBLE_RANGES_RATIONALE if args.ranges == "plausible" else None,
+        "baseline_budget_rationale": " ".join(low_data_budget.__doc__.split("\n\n", 1)[1].split()) if budget.get("real_train") is not None else None,
+    }
+    if any(v is not None and v != "default" for v in variant.values()):
+        payload["variant"] = variant
+    if budget.get("real_train") is not None:
+        payload["deviations"] = [
+            *DEVIATIONS,
+            f"Low-data variant: only {len(data.train_images)} real training images (baseline, T's real half and D's real images; loop_real = {len(data.loop_indices)}, not the 1,000 of the budget line above); "
+            f"the baseline trains {budget['baseline']['epochs']} epochs (val-selected from epoch {budget['baseline']['select_from_epoch']}), fewer optimiser steps than the main baseline (see variant.baseline_budget_rationale).",
+        ]
+    if args.ranges == "plausible":
+        payload["deviations"] = [*payload["deviations"], "Placement ranges narrowed for every method (variant.ranges_values; the loop's defaults elsewhere in this benchmark)."]
     path = write_result(name, payload, results_dir=results_dir)
     log("\n" + table({**methods, **controls}, base_ap))
     if ablations:
