@@ -32,7 +32,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
+from synthloop.utils.records import diff_keys, utc_now
 from synthloop.compose.params import SceneParams
 from synthloop.compose.render import render_scene
 from synthloop.compose.sampler import sample_blend
@@ -281,19 +281,6 @@ def _git_commit() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [prefix or "<root>"]
-
-
 def _prepare(cfg: PasteConfig, out_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Check / clear the output folder. Returns the previous run.json when resuming, else None."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -304,7 +291,7 @@ def _prepare(cfg: PasteConfig, out_dir: Path, *, resume: bool, overwrite: bool) 
         if not cfg_file.is_file():
             raise InputError(f"cannot resume: no {CONFIG_FILE} here (not a paste output folder)", file=out_dir)
         stored = yaml.safe_load(cfg_file.read_text())
-        diff = _diff_keys(stored, resolved_dict(cfg))
+        diff = diff_keys(stored, resolved_dict(cfg))
         if diff:
             raise InputError(f"cannot resume with a different config; differing keys: {', '.join(diff)}", file=cfg_file)
         run_file = out_dir / RUN_FILE
@@ -382,8 +369,8 @@ def run_paste(
         "git_commit": _git_commit(),
         "command": argv if argv is not None else sys.argv,
         "workers": workers,
-        "started": (previous or {}).get("started") or _now(),
-        "resumed": [*(previous or {}).get("resumed", []), _now()] if previous is not None else [],
+        "started": (previous or {}).get("started") or utc_now(),
+        "resumed": [*(previous or {}).get("resumed", []), utc_now()] if previous is not None else [],
         "finished": None,
     }
     atomic_write_json(out_dir / RUN_FILE, run_info)
@@ -402,7 +389,7 @@ def run_paste(
     seconds = time.perf_counter() - t0
 
     finalize(cfg, out_dir)
-    run_info["finished"] = _now()
+    run_info["finished"] = utc_now()
     run_info["images"] = total
     atomic_write_json(out_dir / RUN_FILE, run_info)
     return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)

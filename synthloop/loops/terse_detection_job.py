@@ -66,7 +66,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +76,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from synthloop.utils.records import diff_keys, utc_now
 from synthloop.config import Config, apply_overrides, build_config, load_yaml
 from synthloop.data.dataset import Dataset
 from synthloop.data.instances import InstanceBankConfig
@@ -612,19 +612,6 @@ class TerseDetectionJobResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [] if a == b else [prefix or "<root>"]
-
-
 def _prepare(cfg: TerseDetectionJobConfig, out_dir: Path, resume: bool) -> dict[str, Any] | None:
     """Check the output folder; returns the previous run.json when resuming."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -637,7 +624,7 @@ def _prepare(cfg: TerseDetectionJobConfig, out_dir: Path, resume: bool) -> dict[
     if not started or not (out_dir / CONFIG_FILE).is_file():
         raise InputError(f"nothing to resume: no {CONFIG_FILE} in this folder", file=out_dir)
     previous = yaml.safe_load((out_dir / CONFIG_FILE).read_text())
-    changed = [k for k in _diff_keys(previous, resolved_dict(cfg)) if k != "loop.cycles"]  # more cycles extend a run
+    changed = [k for k in diff_keys(previous, resolved_dict(cfg)) if k != "loop.cycles"]  # more cycles extend a run
     if changed:
         raise InputError(f"the run was started with another config (changed: {', '.join(changed)}); resume with the same config", file=out_dir / CONFIG_FILE, field=changed[0])
     run_file = out_dir / RUN_FILE
@@ -685,7 +672,7 @@ def run_terse_detection_job(
 
     out.mkdir(parents=True, exist_ok=True)
     commit = _git_commit()
-    header = f"# synthloop {__version__}, git commit {commit or 'unknown'}, seed {cfg.seed} (loop seed {cfg.loop.seed}), written {_now()}\n"
+    header = f"# synthloop {__version__}, git commit {commit or 'unknown'}, seed {cfg.seed} (loop seed {cfg.loop.seed}), written {utc_now()}\n"
     atomic_write_text(out / CONFIG_FILE, header + yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
     run_info: dict[str, Any] = {
         "seed": cfg.seed,
@@ -695,8 +682,8 @@ def run_terse_detection_job(
         "torch_version": torch.__version__,
         "command": list(argv) if argv is not None else sys.argv,
         "device": device,
-        "started": (previous or {}).get("started") or _now(),
-        "resumed": [*(previous or {}).get("resumed", []), _now()] if previous is not None else [],
+        "started": (previous or {}).get("started") or utc_now(),
+        "resumed": [*(previous or {}).get("resumed", []), utc_now()] if previous is not None else [],
         "finished": None,
     }
     atomic_write_json(out / RUN_FILE, run_info)
@@ -808,7 +795,7 @@ def run_terse_detection_job(
     from synthloop.report.detection import write_detection_report
 
     write_detection_report(out / REPORT_FILE, "synthloop terse: TERSE for detection", blocks, subtitle=f"{Path(eval_set.file).name} · seed {cfg.seed} · synthloop {__version__}")
-    run_info["finished"] = _now()
+    run_info["finished"] = utc_now()
     atomic_write_json(out / RUN_FILE, run_info)
     files = {k: out / v for k, v in (("config", CONFIG_FILE), ("run", RUN_FILE), ("synthetic", syn_file.relative_to(out).as_posix()), ("model", MODEL_FILE),
                                      ("model_json", MODEL_JSON), ("metrics", METRICS_FILE), ("report", REPORT_FILE))}  # fmt: skip
