@@ -41,7 +41,7 @@ def terse_train(
     """Run the TERSE classification loop on MNIST: S finds hard examples per class, T trains on them.
 
     Writes OUT/config.yaml, checkpoint.pt (after every cycle), history.json,
-    cycles/cycle_001/samples.npz (one folder per cycle) (images, labels, affine params, source index, hardness) and
+    cycles/cycle_001/samples.npz, ... (images, labels, affine params, source index, hardness) and
     grid.png, and when all cycles are done target.pt2 + target.json (loads without synthloop).
     """
     from synthloop.config import build_config, load_config

@@ -34,7 +34,7 @@ Randomness: the sample order and S's noise come from ``torch.Generator`` objects
 checkpoint written after any cycle therefore continues exactly as the uninterrupted run.
 
 Run folder (``run_dir``): ``config.yaml`` (resolved), ``history.json``, ``checkpoint.pt`` (after
-every cycle), ``cycles/cycle_001/samples.npz (one folder per cycle)`` (the cache as a data set: float32 images, labels,
+every cycle), ``cycles/cycle_001/samples.npz`` and so on (the cache as a data set: float32 images, labels,
 affine parameters, source digit index, hardness) and ``grid.png``, and when all cycles are done
 ``target.pt2`` + ``target.json`` (the exported target, loadable without synthloop).
 """
