@@ -6,6 +6,7 @@ error that names the file, the key and the keys that are valid there.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -121,3 +122,13 @@ def load_config(model: type[C], path: str | Path | None = None, overrides: list[
     """Load ``path`` (YAML) into ``model``, apply ``key=value`` overrides, validate."""
     data = load_yaml(path) if path is not None else {}
     return build_config(model, data, overrides, source=str(path) if path else "<defaults>")
+
+
+def check_range(value: tuple[float, float]) -> tuple[float, float]:
+    """Validator body for a ``(min, max)`` config field: both finite and ``min <= max``."""
+    lo, hi = value
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"range must be finite, got ({lo}, {hi})")
+    if lo > hi:
+        raise ValueError(f"range has min {lo} > max {hi}")
+    return value

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from synthloop.config import Config
+from synthloop.config import Config, check_range
 from synthloop.data.affnist import AFFNIST_RANGES, sample_affnist_params, translation_bounds
 from synthloop.errors import InputError
 from synthloop.loops.cache import HardExampleCache, render_digits
@@ -87,12 +86,7 @@ class RangesConfig(Config):
     @field_validator("angle", "tx", "ty", "shear", "sx", "sy")
     @classmethod
     def _ordered(cls, value: Range) -> Range:
-        lo, hi = value
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"range must be finite, got ({lo}, {hi})")
-        if lo > hi:
-            raise ValueError(f"range has min {lo} > max {hi}")
-        return value
+        return check_range(value)
 
     def to_param_ranges(self) -> ParamRanges:
         return ParamRanges(**{k: tuple(v) for k, v in self.model_dump().items()})

@@ -118,7 +118,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from synthloop.compose.batch import SceneComposite, letterbox, paste_artefacts_batch, paste_objects_batch
-from synthloop.config import Config
+from synthloop.config import Config, check_range
 from synthloop.data.dataset import Annotation, ImageEntry
 from synthloop.errors import InputError
 from synthloop.functional.blend import BLEND_MODES
@@ -144,15 +144,6 @@ edge, the others are differentiable); Poisson blending runs in OpenCV and is lef
 ANCHOR_EPS = 1e-3
 
 
-def _check_range(value: Range) -> Range:
-    lo, hi = value
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"range must be finite, got ({lo}, {hi})")
-    if lo > hi:
-        raise ValueError(f"range has min {lo} > max {hi}")
-    return value
-
-
 class SceneRangesConfig(Config):
     """``(min, max)`` of each placement parameter (S's outputs are squashed into them; the random
     synthesizer draws uniformly from them).
@@ -174,7 +165,7 @@ class SceneRangesConfig(Config):
     @field_validator("angle", "tx", "ty", "shear", "sx", "sy")
     @classmethod
     def _ordered(cls, value: Range) -> Range:
-        return _check_range(value)
+        return check_range(value)
 
     def to_param_ranges(self, canvas: tuple[int, int]) -> ParamRanges:
         """Ranges in :mod:`~synthloop.functional.geometry` units (``tx``/``ty`` in canvas pixels)."""
@@ -194,7 +185,7 @@ class PhotometricRangesConfig(Config):
     @field_validator("brightness", "contrast")
     @classmethod
     def _ordered(cls, value: Range) -> Range:
-        return _check_range(value)
+        return check_range(value)
 
     def to_photometric_ranges(self) -> PhotometricRanges:
         return PhotometricRanges(brightness=tuple(self.brightness), contrast=tuple(self.contrast))
