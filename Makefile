@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection bench-limited-real clean
+.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection bench-limited-real bench-onednn clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-detection: $(STAMP)
 
 bench-limited-real: $(STAMP)
 	$(BIN)/python benchmarks/limited_real.py
+
+bench-onednn: $(STAMP)
+	$(BIN)/python benchmarks/onednn_repro.py
 
 clean:
 	rm -rf runs .pytest_cache

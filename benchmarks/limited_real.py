@@ -78,6 +78,7 @@ from synthloop.loops.refine import (  # noqa: E402
 )
 from synthloop.metrics.classification import accuracy  # noqa: E402
 from synthloop.metrics.refinement import foreground_iou, label_preservation  # noqa: E402
+from synthloop.models.cpu_backend import guard_strided_1x1_convs  # noqa: E402
 from synthloop.models.refiners import SmallResNet  # noqa: E402
 from synthloop.render import VARIATIONS, Renderer, RenderConfig  # noqa: E402
 from synthloop.report.plots import figure_png, sample_grid_png  # noqa: E402
@@ -278,6 +279,7 @@ def train_eval(
     aug_g = make_generator(seed, "limited-real", "augment", key)
     batches = batch_indices(b, n_real, n_syn, ratio, g, derive_seed(seed, "limited-real", "mix", key))
     model = make_classifier(b, seed, key)
+    guard_strided_1x1_convs(model)
     opt = torch.optim.SGD(model.parameters(), lr=b.clf_lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.6 * b.clf_steps), int(0.85 * b.clf_steps)], gamma=0.1)
     model.train()

@@ -38,6 +38,7 @@ from synthloop.loops.mixing import MixedBatchSampler
 from synthloop.loops.training import scoped_rng
 from synthloop.metrics.classification import model_device
 from synthloop.metrics.detection import coco_ap, detect
+from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.detection import DetectionTarget
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -174,6 +175,7 @@ def train_detector(
         return log
 
     model = target.model
+    guard_strided_1x1_convs(model)
     device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)

@@ -57,6 +57,7 @@ from synthloop.errors import InputError, SynthloopError
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.metrics.classification import accuracy
 from synthloop.metrics.refinement import foreground_iou, label_preservation, label_preservation_per_class
+from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
 from synthloop.models.refiners import PixelDAGenerator, ResnetGenerator, SmallResNet, init_gan_weights
 from synthloop.models.targets import freeze
@@ -1120,6 +1121,7 @@ class PixelDATrainer(_Trainer):
         ).to(self.device)
         self.d = init_gan_weights(PatchDiscriminator(c, width=dc.width, init_std=dc.init_std), dc.init_std, self._rng("d")).to(self.device)
         self.t = SmallResNet(self.num_classes, c, cc.widths, cc.blocks_per_stage, generator=self._rng("t")).to(self.device)
+        guard_strided_1x1_convs(self.t)
         self.models = {"g": self.g, "d": self.d, "t": self.t}
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -1228,6 +1230,7 @@ def train_classifier(
     """Train ``model`` (on its device) with Adam and cross-entropy on random batches of ``images``
     ``Tensor[N, C, H, W]`` / ``labels`` ``Tensor[N]`` drawn from ``generator``. Returns the losses."""
     device = next(model.parameters()).device
+    guard_strided_1x1_convs(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     losses = []

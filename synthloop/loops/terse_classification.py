@@ -62,6 +62,7 @@ from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.export import export_classifier
 from synthloop.loops.training import Progress, fit_classifier, scoped_rng, sgd
 from synthloop.metrics.classification import check_dataset, check_labels, model_device, unrecognised_fraction
+from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
 from synthloop.models.synthesizer import MNISTSynthesizer, ParamRanges
 from synthloop.models.targets import ClassifierTarget, freeze, hardness_from_probs, is_hard_from_probs
@@ -234,6 +235,7 @@ class TerseClassificationLoop:
         self.canvas = (int(images.shape[-2]), int(images.shape[-1]))
         self.class_counts = present
         self.target = target.to(self.device)
+        guard_strided_1x1_convs(self.target)
         self.target_adapter = ClassifierTarget(self.target, cfg.num_classes, name="target")
         with freeze(self.target):  # eval mode, so the check draws nothing from the dropout RNG
             self.target_adapter.check_output(self.images[:2])

@@ -126,6 +126,7 @@ from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.detection_training import train_detector
 from synthloop.loops.mixing import parse_ratio
 from synthloop.loops.training import scoped_rng
+from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.detection import MIN_BOX_SIZE, DetectionTarget, LabelMap
 from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
 from synthloop.models.synthesizer import ParamRanges, PhotometricRanges, SceneSynthesizer, to_color_params
@@ -506,6 +507,7 @@ class SceneTerse:
                 raise InputError("a bare detection model needs label_map (or pass a DetectionTarget)", field="label_map")
             target = DetectionTarget(target, label_map)
         self.target = target
+        guard_strided_1x1_convs(target.model)
         self.label_map = target.label_map
         if not isinstance(real_images, torch.Tensor) or real_images.ndim != 4 or real_images.shape[1] != 3 or real_images.shape[0] == 0:
             shape = tuple(real_images.shape) if isinstance(real_images, torch.Tensor) else type(real_images).__name__

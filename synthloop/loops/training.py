@@ -24,6 +24,7 @@ from synthloop.data.affnist import apply_affnist, sample_affnist_params
 from synthloop.errors import InputError
 from synthloop.metrics.classification import check_dataset, check_labels, model_device
 from synthloop.models.classifiers import MNISTClassifier
+from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.targets import ClassifierTarget, freeze
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -98,6 +99,7 @@ def fit_classifier(
     if len(subsample) != len(sources):
         raise ValueError(f"subsample has {len(subsample)} entries for {len(sources)} sources")
     device = model_device(model)
+    guard_strided_1x1_convs(model)
     with freeze(model):  # eval mode: the check must not draw from the dropout RNG
         ClassifierTarget(model, num_classes).check_output(sources[0][0][:2].to(device))
     sizes = [x.shape[0] for x, _ in sources]

@@ -581,4 +581,4 @@ def load_images(dataset: Dataset, entries: Sequence[ImageEntry] | None = None) -
     if len(sizes) != 1:
         raise InputError(f"images of several sizes {sorted(sizes)} cannot be stacked", field="images")
     arrays = [load_image(dataset.image_path(im), mode="RGB") for im in entries]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
