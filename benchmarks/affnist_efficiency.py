@@ -1,5 +1,5 @@
 """TERSE Fig. 7: accuracy on an AffNIST-style test set vs. number of added training samples,
-random AffNIST-recipe samples vs. TERSE hard examples (see :mod:`synthloop.loops.affnist`).
+random AffNIST-recipe samples vs. TERSE hard examples (see :mod:`synthloop.experiments.affnist`).
 
 Protocol: an MNISTClassifier is trained on padded 40x40 MNIST ("MNIST only"; paper ~17%). Two
 copies are then fine-tuned in lock-step: each step adds 500 samples to the training set (MNIST +
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, repo_relative, write_result  # noqa: E402
 
-from synthloop.loops.affnist import EfficiencyConfig, export_target, run_efficiency  # noqa: E402
+from synthloop.experiments.affnist import EfficiencyConfig, export_target, run_efficiency  # noqa: E402
 from synthloop.report.plots import accuracy_curves_png  # noqa: E402
 from synthloop.utils.atomic import atomic_write_bytes  # noqa: E402
 

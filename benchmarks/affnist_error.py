@@ -1,5 +1,5 @@
 """TERSE Table 1: error of MNISTClassifierDeep trained with the TERSE loop (paper: 0.99%, target
-<= 0.90%), see :mod:`synthloop.loops.affnist`.
+<= 0.90%), see :mod:`synthloop.experiments.affnist`.
 
 Split 55,000 / 5,000 / 10,000 (:func:`synthloop.data.mnist.mnist_split`). The model is trained
 on padded MNIST, then with the TERSE loop (S finds 500 hard examples per class per cycle, T
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, write_result  # noqa: E402
 
-from synthloop.loops.affnist import ErrorConfig, run_error  # noqa: E402
+from synthloop.experiments.affnist import ErrorConfig, run_error  # noqa: E402
 
 QUICK = dict(base_epochs=1, cycles=2, hard_per_class=100, t_epochs=1, t_real_per_epoch=5_000, s_max_steps=5, reference_epochs=1, lr_drop_cycle=None)
 

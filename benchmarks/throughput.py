@@ -4,7 +4,7 @@ What is measured (all at 640x480, 3-6 MNIST digit cut-outs per image, 1-3 backgr
 photometric jitter on, built-in backgrounds drawn from a pool of 64 renders per worker, JPEG
 quality 90, COCO with RLE masks):
 
-- ``images_per_s_1w`` / ``images_per_s_2w``: :func:`synthloop.generate.run_paste` with 1 worker
+- ``images_per_s_1w`` / ``images_per_s_2w``: :func:`synthloop.jobs.paste.run_paste` with 1 worker
   (in the calling process) and 2 worker processes. Each job samples every scene, renders it,
   encodes and writes the JPEG, appends its annotation record, and at the end assembles
   ``annotations.json`` and ``params.jsonl``. The rate is taken over the images after the first
@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PeakRSS, write_result  # noqa: E402
 
-from synthloop.generate import load_paste_config, run_paste  # noqa: E402
+from synthloop.jobs.paste import run_paste
+from synthloop.jobs.paste_config import load_paste_config  # noqa: E402
 
 MODES = ("none", "alpha", "gaussian", "box", "motion", "poisson", "pyramid")
 IMAGES = {"none": 2000, "alpha": 2000, "gaussian": 2000, "box": 2000, "motion": 1200, "poisson": 240, "pyramid": 600}
@@ -133,8 +134,8 @@ def timed_job(mode: str, n: int, workers: int, root: Path) -> dict:
 def render_only(mode: str, n: int = 150) -> float:
     """Milliseconds per :func:`render_scene` call on pre-sampled scenes (one process)."""
     from synthloop.compose.render import render_scene
-    from synthloop.generate.assets import build_assets
-    from synthloop.generate.paste import scene_variants
+    from synthloop.jobs.paste_assets import build_assets
+    from synthloop.jobs.paste import scene_variants
 
     cfg = load_paste_config(None, job_overrides(mode, 10_000))
     assets = build_assets(cfg)
@@ -152,9 +153,9 @@ def pil_reference(n: int, root: Path, seed: int = 0) -> dict:
     from PIL import Image
     from pycocotools import mask as mask_utils
 
-    from synthloop.generate.assets import build_backgrounds
-    from synthloop.generate.builtin import MnistDigits
-    from synthloop.generate.config import BackgroundsConfig
+    from synthloop.jobs.paste_assets import build_backgrounds
+    from synthloop.data.builtin import MnistDigits
+    from synthloop.jobs.paste_config import BackgroundsConfig
     from synthloop.utils.atomic import atomic_write_json
 
     H, W = CANVAS
@@ -207,7 +208,7 @@ def batch_rate(mode: str = "alpha", batch: int = 64, size: int = 128, iters: int
     import torch
 
     from synthloop.compose.batch import paste_batch
-    from synthloop.generate.builtin import MnistDigits
+    from synthloop.data.builtin import MnistDigits
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

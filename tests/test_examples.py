@@ -10,7 +10,8 @@ import pytest
 
 from synthloop.data.coco import read_coco
 from synthloop.data.images import load_image
-from synthloop.generate import load_paste_config, run_paste
+from synthloop.jobs.paste import run_paste
+from synthloop.jobs.paste_config import load_paste_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))

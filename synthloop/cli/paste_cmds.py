@@ -53,7 +53,8 @@ def paste(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Composite cut-outs onto backgrounds and write a labelled dataset (COCO, + YOLO/VOC)."""
-    from synthloop.generate import load_paste_config, run_paste
+    from synthloop.jobs.paste import run_paste
+    from synthloop.jobs.paste_config import load_paste_config
 
     cfg = load_paste_config(config, overrides or [])
     with image_progress("paste", enabled=not quiet) as progress:
@@ -70,7 +71,7 @@ def replay(
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the re-rendered image here (PNG, before JPEG encoding)."),
 ) -> None:
     """Re-render one image from its stored params and check it is bit-identical (exit 1 if not)."""
-    from synthloop.generate import replay_image
+    from synthloop.jobs.replay import replay_image
 
     r = replay_image(run_dir, image_id, save_to=out)
     typer.echo(f"{r.file_name}: file bytes {'identical' if r.bytes_identical else 'DIFFERENT'}, pixels {'identical' if r.pixels_identical else 'DIFFERENT'}, "
@@ -106,8 +107,9 @@ def paste_demo(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
 ) -> None:
     """Paste MNIST digit cut-outs onto built-in backgrounds (256x256, COCO) and draw a contact sheet."""
-    from synthloop.generate import load_paste_config, run_paste
-    from synthloop.generate.paste import RUN_FILE
+    from synthloop.jobs.paste import run_paste
+    from synthloop.jobs.paste_config import load_paste_config
+    from synthloop.jobs.paste import RUN_FILE
     from synthloop.report.contact_sheet import write_contact_sheet
 
     if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():

@@ -23,7 +23,7 @@ def terse_demo(
     recipe digits vs. hard examples from the TERSE synthesizer), prints a table of the numbers and
     writes OUT/report.html (plots, sample grids, hardness histogram). Quick mode: a few minutes.
     """
-    from synthloop.loops.demo import run_terse_demo
+    from synthloop.jobs.demo import run_terse_demo
 
     run_terse_demo(out, quick=not full, device=device)
 
@@ -31,7 +31,7 @@ def terse_demo(
 @app.command("terse-train")
 @friendly_errors
 def terse_train(
-    config: Path | None = typer.Argument(None, help="YAML config (synthloop.loops.terse_mnist.TerseMnistConfig); defaults if omitted."),
+    config: Path | None = typer.Argument(None, help="YAML config (synthloop.jobs.terse_mnist.TerseMnistConfig); defaults if omitted."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. loop.cycles=5 loop.hard_per_class=100."),
     out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoint, caches per cycle, history, exported target."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same config)."),
@@ -45,7 +45,7 @@ def terse_train(
     grid.png, and when all cycles are done target.pt2 + target.json (loads without synthloop).
     """
     from synthloop.config import build_config, load_config
-    from synthloop.loops.terse_mnist import TerseMnistConfig, run_terse_mnist
+    from synthloop.jobs.terse_mnist import TerseMnistConfig, run_terse_mnist
 
     if config is not None and "=" in config.name and not config.exists():
         # no config file, only overrides: the first positional argument is an override
@@ -67,7 +67,7 @@ def terse_train(
 @app.command("terse")
 @friendly_errors
 def terse_detection(
-    config: Path = typer.Argument(..., help="Job config YAML (synthloop.loops.terse_detection_job.TerseDetectionJobConfig; see examples/terse_detection/)."),
+    config: Path = typer.Argument(..., help="Job config YAML (synthloop.jobs.terse_detection.TerseDetectionJobConfig; see examples/terse_detection/)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. loop.cycles=2 baseline.epochs=10 model.name=fcos_resnet50_fpn."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/terse/<config name>); must be empty unless --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same config; loop.cycles may grow)."),
@@ -86,7 +86,7 @@ def terse_detection(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from synthloop.loops.terse_detection_job import default_out_dir, load_job_config, run_terse_detection_job
+    from synthloop.jobs.terse_detection import default_out_dir, load_job_config, run_terse_detection_job
 
     cfg = load_job_config(config, overrides or [])
     out_dir = out if out is not None else default_out_dir(config)

@@ -7,6 +7,6 @@ Import the submodules directly; this package imports nothing heavy by itself:
 - :mod:`synthloop.loops.training`: supervised training on device-resident tensors,
 - :mod:`synthloop.loops.export`: exporting a classifier as ``torch.export`` ``.pt2``,
 - :mod:`synthloop.loops.checkpoint`: atomic checkpoints,
-- :mod:`synthloop.loops.affnist`: the TERSE AffNIST experiments (Fig. 7, Table 1),
-- :mod:`synthloop.loops.demo`: the TERSE demo with an HTML report.
+- :mod:`synthloop.experiments.affnist`: the TERSE AffNIST experiments (Fig. 7, Table 1),
+- :mod:`synthloop.jobs.demo`: the TERSE demo with an HTML report.
 """

@@ -201,7 +201,7 @@ def build_detection_report(
     histogram of the generated objects, per-cycle sample grids (green = detected, red = missed),
     the fine-tuned model on evaluation images, loss curves and the per-cycle history.
 
-    ``cfg`` is the job's :class:`~synthloop.loops.terse_detection_job.TerseDetectionJobConfig`,
+    ``cfg`` is the job's :class:`~synthloop.jobs.terse_detection.TerseDetectionJobConfig`,
     ``metrics`` what the job writes to ``metrics.json``."""
     thr = float(cfg.loop.hard_threshold)
     names = dict(zip(label_map.category_ids, label_map.names))

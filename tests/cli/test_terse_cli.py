@@ -7,8 +7,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from synthloop.cli import app
-from synthloop.loops.affnist import EfficiencyConfig
-from synthloop.loops.demo import run_terse_demo
+from synthloop.experiments.affnist import EfficiencyConfig
+from synthloop.jobs.demo import run_terse_demo
 
 runner = CliRunner()
 

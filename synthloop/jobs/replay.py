@@ -21,9 +21,9 @@ from synthloop.compose.render import render_scene
 from synthloop.data.images import encode_png, load_image
 from synthloop.errors import InputError
 from synthloop.functional.fast import to_uint8
-from synthloop.generate.assets import build_assets
-from synthloop.generate.config import PasteConfig
-from synthloop.generate.paste import ANNOTATIONS_FILE, CONFIG_FILE, PARAMS_FILE, _rle, encode_image
+from synthloop.jobs.paste_assets import build_assets
+from synthloop.jobs.paste_config import PasteConfig
+from synthloop.jobs.paste import ANNOTATIONS_FILE, CONFIG_FILE, PARAMS_FILE, _rle, encode_image
 from synthloop.utils.atomic import atomic_write_bytes
 
 

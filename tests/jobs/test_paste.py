@@ -11,11 +11,13 @@ from pycocotools.coco import COCO
 from synthloop.compose.params import SceneParams
 from synthloop.compose.render import render_scene
 from synthloop.errors import ConfigError, InputError
-from synthloop.generate import load_paste_config, replay_image, run_paste
-from synthloop.generate import paste as paste_mod
-from synthloop.generate.assets import build_assets
-from synthloop.generate.builtin import MnistDigits
-from synthloop.generate.paste import scene_variants
+from synthloop.jobs.paste import run_paste
+from synthloop.jobs.paste_config import load_paste_config
+from synthloop.jobs.replay import replay_image
+from synthloop.jobs import paste as paste_mod
+from synthloop.jobs.paste_assets import build_assets
+from synthloop.data.builtin import MnistDigits
+from synthloop.jobs.paste import scene_variants
 
 # tiny, fast jobs: 48x64 canvases, cheap procedural backgrounds, a few hundred digits
 BASE = [

@@ -18,7 +18,7 @@ from synthloop.data.coco import mask_bbox, write_coco
 from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import encode_png
 from synthloop.errors import ConfigError, InputError
-from synthloop.loops.terse_detection_job import (
+from synthloop.jobs.terse_detection import (
     TerseDetectionJobConfig,
     load_detector,
     load_job_config,
@@ -334,7 +334,7 @@ def test_ap_is_measured_in_each_images_own_pixels(tmp_path):
     """At image_size 32 (half the data's 64 px), detections on the resized images are scaled back:
     an oracle that returns the resized ground truth scores AP 1; one shifted by 4 resized px
     (8 original px) loses AP at the strict thresholds."""
-    from synthloop.loops.terse_detection_job import evaluate
+    from synthloop.jobs.terse_detection import evaluate
 
     data = load_job_data(job_config(tmp_path, image_size=32))
     loaded = data.real
@@ -363,7 +363,7 @@ def test_ap_is_measured_in_each_images_own_pixels(tmp_path):
 
 
 def test_eval_set_may_lack_a_category_but_not_add_one(tmp_path):
-    from synthloop.loops.terse_detection_job import evaluate
+    from synthloop.jobs.terse_detection import evaluate
 
     other = tmp_path / "eval"
     make_tiny_coco(other, n=3, empty=())
@@ -394,7 +394,7 @@ def test_eval_set_may_lack_a_category_but_not_add_one(tmp_path):
 def test_model_by_torchvision_name_and_bad_model_specs(tmp_path):
     from torchvision.models.detection.ssd import SSD
 
-    from synthloop.loops.terse_detection_job import build_model
+    from synthloop.jobs.terse_detection import build_model
 
     model = build_model({"name": "ssdlite320_mobilenet_v3_large", "args": {"detections_per_img": 20}}, 3, (64, 64))
     assert isinstance(model, SSD) and model.detections_per_img == 20 and model.transform.fixed_size == (64, 64)
@@ -410,7 +410,7 @@ def test_model_by_torchvision_name_and_bad_model_specs(tmp_path):
 def test_start_from_a_previous_runs_model(finished_run):
     """model.checkpoint = a finished run's model.pt: the new job's model starts from those weights
     (a plain torch.save d state dict works too)."""
-    from synthloop.loops.terse_detection_job import _build_target
+    from synthloop.jobs.terse_detection import _build_target
 
     _, _, tmp, _ = finished_run
     saved = torch.load(tmp / "out" / "model.pt", weights_only=True)["model"]

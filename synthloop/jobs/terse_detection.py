@@ -12,7 +12,7 @@ file) names:
   of their masks by :class:`~synthloop.data.instances.InstanceBank` with the TERSE A.2
   clean-up), ``coco`` (another COCO file), ``rgba_folder`` / ``mask_pairs`` (a folder
   ``<root>/<category name>/...``) or ``digits`` (built-in MNIST training digits).
-- ``backgrounds``: :class:`~synthloop.generate.config.BackgroundsConfig` (``photos``,
+- ``backgrounds``: :class:`~synthloop.jobs.paste_config.BackgroundsConfig` (``photos``,
   ``procedural`` kinds, a folder, ...).
 - ``model``: ``small_fcos`` (:class:`~synthloop.models.detection.SmallDetector`) or any torchvision
   detection builder name (:func:`~synthloop.models.detection.torchvision_detector`, never with
@@ -81,7 +81,7 @@ from synthloop.config import Config, apply_overrides, build_config, load_yaml
 from synthloop.data.dataset import Dataset
 from synthloop.data.instances import InstanceBankConfig
 from synthloop.errors import InputError
-from synthloop.generate.config import BACKGROUND_NAMES, BackgroundsConfig, CocoSource
+from synthloop.jobs.paste_config import BACKGROUND_NAMES, BackgroundsConfig, CocoSource
 from synthloop.loops.terse_detection import SceneTerseConfig
 
 Progress = Callable[[str, int, int], None]
@@ -413,7 +413,7 @@ def _foregrounds(cfg: TerseDetectionJobConfig, real: Dataset, real_file: str) ->
 
 def load_job_data(cfg: TerseDetectionJobConfig) -> JobData:
     """Read, validate and resize the real (and eval) set, build the foreground and background banks."""
-    from synthloop.generate.assets import build_backgrounds
+    from synthloop.jobs.paste_assets import build_backgrounds
     from synthloop.models.detection import LabelMap
 
     real_ds, real_file = _read_source(cfg.real, "real")
@@ -653,7 +653,7 @@ def run_terse_detection_job(
             ``out_dir`` without ``resume``, or a ``resume`` with another config.
     """
     from synthloop import __version__
-    from synthloop.generate.paste import _git_commit
+    from synthloop.jobs.paste import _git_commit
     from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
     from synthloop.loops.detection_training import train_detector
     from synthloop.loops.terse_detection import SceneTerse, write_synthetic_coco
@@ -746,7 +746,7 @@ def run_terse_detection_job(
         "category_names": list(data.label_map.names),
         "labels": "label k (1..C) is category_ids[k - 1]; 0 is the background",
         "state_dict": MODEL_FILE + " (key 'model'; torch.load(weights_only=True))",
-        "rebuild": "synthloop.loops.terse_detection_job.load_detector(run folder)",
+        "rebuild": "synthloop.jobs.terse_detection.load_detector(run folder)",
     }
     atomic_write_json(out / MODEL_JSON, model_spec)
 

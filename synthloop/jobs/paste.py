@@ -47,8 +47,8 @@ from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import encode_jpeg, encode_png
 from synthloop.errors import InputError
 from synthloop.functional.fast import to_uint8
-from synthloop.generate.assets import Assets, build_assets
-from synthloop.generate.config import PasteConfig, resolved_dict
+from synthloop.jobs.paste_assets import Assets, build_assets
+from synthloop.jobs.paste_config import PasteConfig, resolved_dict
 from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -245,7 +245,7 @@ def _mp_context():
     if "forkserver" in methods:
         ctx = mp.get_context("forkserver")
         # the fork server imports torch & co once; every worker forks from it
-        ctx.set_forkserver_preload(["synthloop.generate.paste"])
+        ctx.set_forkserver_preload(["synthloop.jobs.paste"])
         return ctx
     return mp.get_context("spawn")
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from synthloop.loops.affnist import EfficiencyConfig, EfficiencyResult, export_target, run_efficiency
+from synthloop.experiments.affnist import EfficiencyConfig, EfficiencyResult, export_target, run_efficiency
 from synthloop.report.html import Block, Figure, Heading, Table, Text, write_html
 from synthloop.report.plots import accuracy_curves_png, hardness_histogram_png, sample_grid_png
 from synthloop.utils.atomic import atomic_write_json

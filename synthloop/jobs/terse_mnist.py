@@ -15,7 +15,7 @@ from pydantic import Field
 
 from synthloop.config import Config
 from synthloop.data.mnist import load_mnist, mnist_padded
-from synthloop.loops.affnist import affnist_test_set, subset_digits, train_baseline
+from synthloop.experiments.affnist import affnist_test_set, subset_digits, train_baseline
 from synthloop.loops.terse_classification import TerseClassificationConfig, TerseClassificationLoop, TerseRunResult
 from synthloop.loops.training import Progress, scoped_rng, train_reference_classifier
 from synthloop.metrics.classification import accuracy
