@@ -56,18 +56,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("terse-steps", int), ("step-size", int), ("finetune-epochs", int), ("finetune-real-per-epoch", int),
         ("s-batch-size", int), ("s-min-steps", int), ("s-max-steps", int), ("s-noise-dim", int), ("reference-epochs", int),
     ):  # fmt: skip
-        p.add_argument(f"--{name}", type=kind, default=None, help=f"EfficiencyConfig.{name.replace('-', '_')} (0 = all for *-digits / *-per-epoch)")
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"EfficiencyConfig{'.loop' if name.startswith('s-') else ''}.{name.replace('-', '_')} (0 = all for *-digits / *-per-epoch)")
     return p.parse_args(argv)
 
 
+LOOP_KEYS = ("s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim")
+"""Options that set EfficiencyConfig.loop's fields; the others set EfficiencyConfig's own."""
+
+
 def build_config(args: argparse.Namespace) -> EfficiencyConfig:
-    overrides = {}
+    overrides: dict = {}
     for key in ("seed", "train_digits", "test_digits", "base_epochs", "steps", "terse_steps", "step_size", "finetune_epochs",
-                "finetune_real_per_epoch", "s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim", "reference_epochs"):  # fmt: skip
+                "finetune_real_per_epoch", "reference_epochs"):  # fmt: skip
         value = getattr(args, key)
         if value is not None:
             overrides[key] = None if (value == 0 and key in ("train_digits", "test_digits", "finetune_real_per_epoch")) else value
-    return EfficiencyConfig.quick(**overrides) if args.quick else EfficiencyConfig(**overrides)
+    base = EfficiencyConfig.quick() if args.quick else EfficiencyConfig()
+    loop = {k: getattr(args, k) for k in LOOP_KEYS if getattr(args, k) is not None}
+    if loop:
+        overrides["loop"] = base.loop.model_copy(update=loop)
+    return base.model_copy(update=overrides) if overrides else base
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -38,7 +38,10 @@ from common import RESULTS, write_result  # noqa: E402
 
 from synthloop.experiments.affnist import ErrorConfig, run_error  # noqa: E402
 
-QUICK = dict(base_epochs=1, cycles=2, hard_per_class=100, t_epochs=1, t_real_per_epoch=5_000, s_max_steps=5, reference_epochs=1, lr_drop_cycle=None)
+QUICK = dict(base_epochs=1, reference_epochs=1)
+QUICK_LOOP = dict(cycles=2, hard_per_class=100, t_epochs=1, t_real_per_epoch=5_000, s_max_steps=5, lr_t_drop_cycle=None)
+LOOP_KEYS = ("cycles", "hard_per_class", "t_epochs", "t_real_per_epoch", "lr_t_drop_cycle", "s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim")
+"""Options that set ErrorConfig.loop's fields; the others set ErrorConfig's own."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,21 +53,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=None, help="keep the run folder (caches per cycle, checkpoint) here")
     for name, kind in (
         ("seed", int), ("base-epochs", int), ("cycles", int), ("hard-per-class", int), ("t-epochs", int),
-        ("t-real-per-epoch", int), ("lr-drop-cycle", int), ("s-batch-size", int), ("s-min-steps", int),
+        ("t-real-per-epoch", int), ("lr-t-drop-cycle", int), ("s-batch-size", int), ("s-min-steps", int),
         ("s-max-steps", int), ("s-noise-dim", int), ("reference-epochs", int),
     ):  # fmt: skip
-        p.add_argument(f"--{name}", type=kind, default=None, help=f"ErrorConfig.{name.replace('-', '_')} (t-real-per-epoch 0 = all)")
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"ErrorConfig{'.loop' if name.replace('-', '_') in LOOP_KEYS else ''}.{name.replace('-', '_')} (t-real-per-epoch 0 = all)")
     return p.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> ErrorConfig:
     values: dict = dict(QUICK) if args.quick else {}
-    for key in ("seed", "base_epochs", "cycles", "hard_per_class", "t_epochs", "t_real_per_epoch", "lr_drop_cycle",
-                "s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim", "reference_epochs"):  # fmt: skip
+    for key in ("seed", "base_epochs", "reference_epochs"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    loop: dict = dict(QUICK_LOOP) if args.quick else {}
+    for key in LOOP_KEYS:
         value = getattr(args, key)
         if value is not None:
-            values[key] = None if (key == "t_real_per_epoch" and value == 0) else value
-    return ErrorConfig(**values)
+            loop[key] = None if (key == "t_real_per_epoch" and value == 0) else value
+    cfg = ErrorConfig(**values)
+    return cfg.model_copy(update={"loop": cfg.loop.model_copy(update=loop)}) if loop else cfg
 
 
 def main(argv: list[str] | None = None) -> dict:

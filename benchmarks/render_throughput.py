@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_result  # noqa: E402
 
-from synthloop.render import VARIATIONS, Renderer, RenderConfig, write_dataset  # noqa: E402
+from synthloop.jobs.render import RenderJobConfig, write_dataset  # noqa: E402
+from synthloop.render import VARIATIONS, Renderer  # noqa: E402
 
 CUMULATIVE = ("texture", "lighting", "background", "camera", "augment")
 SETS: list[tuple[str, tuple[str, ...]]] = [("none", ())]
@@ -36,11 +37,11 @@ SETS += [("all", VARIATIONS)]
 TARGET = 2000.0
 
 
-def config(on: tuple[str, ...], **kw) -> RenderConfig:
-    return RenderConfig(**{v: {"enabled": v in on} for v in VARIATIONS}, **kw)
+def config(on: tuple[str, ...], **kw) -> RenderJobConfig:
+    return RenderJobConfig(**{v: {"enabled": v in on} for v in VARIATIONS}, **kw)
 
 
-def in_memory(cfg: RenderConfig, images: int, batch: int) -> dict:
+def in_memory(cfg: RenderJobConfig, images: int, batch: int) -> dict:
     t0 = time.perf_counter()
     r = Renderer(cfg)
     setup = time.perf_counter() - t0
@@ -64,7 +65,7 @@ def file_create_us(folder: str | None, n: int = 1000) -> float:
         return round((time.perf_counter() - t0) / n * 1e6, 1)
 
 
-def with_writing(cfg: RenderConfig, images: int, batch: int, workers: int = 1, folder: str | None = None) -> dict:
+def with_writing(cfg: RenderJobConfig, images: int, batch: int, workers: int = 1, folder: str | None = None) -> dict:
     cfg = cfg.model_copy(update={"count": images, "batch_size": batch, "output": cfg.output.model_copy(update={"workers": workers})})
     t0 = time.perf_counter()
     Renderer(cfg)  # the set-up write_dataset repeats (fonts are cached by then; photos are not)

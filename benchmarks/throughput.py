@@ -17,7 +17,8 @@ quality 90, COCO with RLE masks):
   ``time.process_time``). On a machine shared with other work the wall-clock rates drop with the
   load (``machine.load_average_1min``); ``images_per_s_2w_if_cores_were_free`` =
   ``2 * 1000 / cpu_ms_per_image_2w`` is what two otherwise idle cores would give.
-- ``render_ms``: :func:`render_scene` alone per scene in one process (no sampling, encoding or I/O).
+- ``render_ms``: :func:`~synthloop.compose.apply.apply_scene` alone per scene in one process (no
+  sampling, encoding or I/O).
 - ``reference``: one process running a plain PIL loop doing the comparable work per image (copy
   a background from the same pool, random flip; per digit ``resize`` + ``rotate(expand=True)`` +
   ``Image.paste`` with the alpha as mask and an RLE mask + box; JPEG save; JSON at the end).
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import shutil
 import sys
@@ -131,20 +131,20 @@ def timed_job(mode: str, n: int, workers: int, root: Path) -> dict:
     }
 
 
-def render_only(mode: str, n: int = 150) -> float:
-    """Milliseconds per :func:`render_scene` call on pre-sampled scenes (one process)."""
-    from synthloop.compose.render import render_scene
-    from synthloop.jobs.paste_assets import build_assets
+def apply_only(mode: str, n: int = 150) -> float:
+    """Milliseconds per :func:`apply_scene` call on pre-sampled scenes (one process)."""
+    from synthloop.compose.apply import apply_scene
     from synthloop.jobs.paste import scene_variants
+    from synthloop.jobs.paste_assets import build_assets
 
     cfg = load_paste_config(None, job_overrides(mode, 10_000))
     assets = build_assets(cfg)
     scenes = [scene_variants(cfg, assets, i)[0][1] for i in range(n + 64)]
     for p in scenes[:64]:  # fill the background pool
-        render_scene(p, assets.instances, assets.backgrounds)
+        apply_scene(p, assets.instances, assets.backgrounds)
     t = time.perf_counter()
     for p in scenes[64:]:
-        render_scene(p, assets.instances, assets.backgrounds)
+        apply_scene(p, assets.instances, assets.backgrounds)
     return round((time.perf_counter() - t) / n * 1e3, 3)
 
 
@@ -153,8 +153,8 @@ def pil_reference(n: int, root: Path, seed: int = 0) -> dict:
     from PIL import Image
     from pycocotools import mask as mask_utils
 
-    from synthloop.jobs.paste_assets import build_backgrounds
     from synthloop.data.builtin import MnistDigits
+    from synthloop.jobs.paste_assets import build_backgrounds
     from synthloop.jobs.paste_config import BackgroundsConfig
     from synthloop.utils.atomic import atomic_write_json
 
@@ -271,7 +271,7 @@ def main() -> None:
                 "cpu_ms_per_image_1w": one["cpu_ms_per_image"],
                 "cpu_ms_per_image_2w": two["cpu_ms_per_image"],
                 "images_per_s_2w_if_cores_were_free": round(2 * 1000 / two["cpu_ms_per_image"], 1),
-                "render_ms": render_only(mode),
+                "render_ms": apply_only(mode),
                 "images": n,
                 "wall_s_1w": one["wall_s"],
                 "wall_s_2w": two["wall_s"],

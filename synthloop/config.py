@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from synthloop.errors import ConfigError
 
@@ -132,3 +132,24 @@ def check_range(value: tuple[float, float]) -> tuple[float, float]:
     if lo > hi:
         raise ValueError(f"range has min {lo} > max {hi}")
     return value
+
+
+def _ordered(v, name: str):
+    if v is not None and v[0] > v[1]:
+        raise ValueError(f"{name}: min {v[0]} is greater than max {v[1]}")
+    return v
+
+
+class RangeChecked(Config):
+    """Checks every ``(min, max)`` pair field; sizes listed in ``_not_ranges`` are exempt."""
+
+    _not_ranges: tuple[str, ...] = ("canvas",)
+
+    @model_validator(mode="after")
+    def _check_ranges(self):
+        for name, value in self:
+            if name in self._not_ranges:
+                continue
+            if isinstance(value, tuple) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
+                _ordered(value, name)
+        return self

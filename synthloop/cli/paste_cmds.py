@@ -109,7 +109,7 @@ def paste_demo(
     """Paste MNIST digit cut-outs onto built-in backgrounds (256x256, COCO) and draw a contact sheet."""
     from synthloop.jobs.paste import run_paste
     from synthloop.jobs.paste_config import load_paste_config
-    from synthloop.jobs.paste import RUN_FILE
+    from synthloop.jobs.run_folder import RUN_FILE
     from synthloop.report.contact_sheet import write_contact_sheet
 
     if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():

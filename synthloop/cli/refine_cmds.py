@@ -12,7 +12,7 @@ from synthloop.cli._app import app, friendly_errors
 @app.command("refine")
 @friendly_errors
 def refine(
-    config: Path = typer.Argument(..., help="YAML refine config (see synthloop.loops.refine.RefineConfig)."),
+    config: Path = typer.Argument(..., help="YAML refine config (see synthloop.jobs.refine.RefineConfig)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. method=mrgan mrgan.stage2_mode=r_rs seed=3."),
     out: Path = typer.Option(..., "--out", help="Output folder: checkpoint, losses, refined images, metrics."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same config)."),
@@ -25,7 +25,7 @@ def refine(
     foreground IoU) to --out.
     """
     from synthloop.config import load_config
-    from synthloop.loops.refine import RefineConfig, run_refine
+    from synthloop.jobs.refine import RefineConfig, run_refine
 
     cfg = load_config(RefineConfig, config, overrides)
     metrics = run_refine(cfg, out, resume=resume, log=typer.echo)

@@ -12,7 +12,7 @@ from synthloop.cli._app import app, friendly_errors
 @app.command("render")
 @friendly_errors
 def render(
-    config: Path = typer.Argument(..., help="YAML render config (see synthloop.render.RenderConfig)."),
+    config: Path = typer.Argument(..., help="YAML render config (see synthloop.jobs.render.RenderJobConfig)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. count=5000 camera.enabled=false size=[64,64]."),
     out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
@@ -23,8 +23,8 @@ def render(
     run.json; the folder appears only when everything was written.
     """
     from synthloop.config import load_config
-    from synthloop.render import RenderConfig, write_dataset
+    from synthloop.jobs.render import RenderJobConfig, write_dataset
 
-    cfg = load_config(RenderConfig, config, overrides)
+    cfg = load_config(RenderJobConfig, config, overrides)
     run = write_dataset(cfg, out, overwrite=overwrite)
     typer.echo(f"wrote {run['count']} images of {len(run['classes'])} classes to {out} in {run['seconds']:.1f} s")

@@ -67,7 +67,7 @@ def terse_train(
 @app.command("terse")
 @friendly_errors
 def terse_detection(
-    config: Path = typer.Argument(..., help="Job config YAML (synthloop.jobs.terse_detection.TerseDetectionJobConfig; see examples/terse_detection/)."),
+    config: Path = typer.Argument(..., help="Job config YAML (synthloop.jobs.terse_detection_config.TerseDetectionJobConfig; see examples/terse_detection/)."),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. loop.cycles=2 baseline.epochs=10 model.name=fcos_resnet50_fpn."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/terse/<config name>); must be empty unless --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same config; loop.cycles may grow)."),
@@ -86,7 +86,8 @@ def terse_detection(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from synthloop.jobs.terse_detection import default_out_dir, load_job_config, run_terse_detection_job
+    from synthloop.jobs.terse_detection import default_out_dir, run_terse_detection_job
+    from synthloop.jobs.terse_detection_config import load_job_config
 
     cfg = load_job_config(config, overrides or [])
     out_dir = out if out is not None else default_out_dir(config)

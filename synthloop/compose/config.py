@@ -4,34 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from synthloop.config import Config
+from synthloop.config import RangeChecked
 from synthloop.functional.blend import BLEND_MODES
 
 Range = tuple[float, float]
 IntRange = tuple[int, int]
-
-
-def _ordered(v, name: str):
-    if v is not None and v[0] > v[1]:
-        raise ValueError(f"{name}: min {v[0]} is greater than max {v[1]}")
-    return v
-
-
-class RangeChecked(Config):
-    """Checks every ``(min, max)`` pair field; sizes listed in ``_not_ranges`` are exempt."""
-
-    _not_ranges: tuple[str, ...] = ("canvas",)
-
-    @model_validator(mode="after")
-    def _check_ranges(self):
-        for name, value in self:
-            if name in self._not_ranges:
-                continue
-            if isinstance(value, tuple) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
-                _ordered(value, name)
-        return self
 
 
 class BlendConfig(RangeChecked):

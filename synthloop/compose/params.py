@@ -1,14 +1,28 @@
-"""Parameter dataclasses of a composite scene.
+"""The one parameter schema of a composite scene, for paste scenes and TERSE scenes alike.
 
-A sampler draws a :class:`SceneParams` from an explicit ``torch.Generator``; ``render_scene``
-turns it into pixels deterministically. Params are plain JSON (``to_dict``/``from_dict``), are
+A sampler draws a :class:`SceneParams` from an explicit ``torch.Generator`` and a deterministic
+compositor turns it into pixels: :func:`~synthloop.compose.apply.apply_scene` (NumPy/OpenCV, the
+paste generator) when ``frame`` is ``None``, :func:`~synthloop.compose.scene_batch.composite_batch`
+(batched torch, differentiable in the placements: the TERSE loops) when ``frame`` says how cut-outs
+are framed for the spatial transformer. Params are plain JSON (``to_dict``/``from_dict``), are
 written next to every generated image, and replaying them re-renders the image bit-identically.
+
+Versions: 2 (this one) added ``version``, ``frame``, ``min_visibility``, ``meta`` and
+``ObjectParams.anchor``, and took TERSE scenes in; version-1 paste params (no ``version`` key)
+read unchanged, and version-1 TERSE scene dicts (``"fg_size"`` ...) are converted on reading.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from synthloop.errors import InputError
+
+SCENE_PARAMS_VERSION = 2
+_OPTIONAL = frozenset({"frame", "min_visibility", "anchor"})
+"""Fields left out of the JSON when ``None`` (and ``meta`` when empty), so paste params stay lean."""
 
 
 @dataclass
@@ -24,17 +38,21 @@ class ObjectParams:
     """One pasted cut-out.
 
     ``affine`` is (angle, tx, ty, shear, sx, sy) mapping the cut-out onto the scene canvas (see
-    :mod:`synthloop.functional.geometry`); ``photometric`` is (brightness, contrast, saturation, hue).
-    Objects are drawn in list order (later = on top); distractors are pasted but never labelled.
+    :mod:`synthloop.functional.geometry`; with a scene ``frame``, the spatial transformer's
+    placement of the framed cut-out); ``photometric`` is (brightness, contrast, saturation, hue),
+    ``None`` for no colour change at all. Objects are drawn in list order (later = on top);
+    distractors are pasted but never labelled. ``anchor`` is the random ``[0, 1]^2`` point a TERSE
+    synthesizer's translation is relative to (recorded, not needed to composite).
     """
 
     instance: int
     category_id: int
     affine: list[float]
-    photometric: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.0])
+    photometric: list[float] | None = field(default_factory=lambda: [1.0, 1.0, 1.0, 0.0])
     blend: BlendSpec = field(default_factory=BlendSpec)
     distractor: bool = False
     cleanup: bool = False  # TERSE A.2 mask clean-up after warping
+    anchor: list[float] | None = None
 
 
 @dataclass
@@ -48,32 +66,74 @@ class ArtefactParams:
 
 
 @dataclass
+class CutoutFrame:
+    """How the batched torch compositor frames cut-outs (TERSE A.2): each is letterboxed to
+    ``size`` x ``size`` with its longer side filling ``fill`` of it, and the A.2 mask clean-up
+    (for objects with ``cleanup``) cuts the warped alpha at ``cleanup_mu`` and feathers it with a
+    Gaussian of ``cleanup_sigma`` px."""
+
+    size: int
+    fill: float
+    cleanup_sigma: float = 1.0
+    cleanup_mu: float = 0.5
+
+
+@dataclass
 class SceneParams:
-    canvas: tuple[int, int]  # (H, W)
-    background: dict[str, Any]  # a background source's own params (replayable)
+    """One composite: the canvas ``(H, W)``, a background source's own (replayable) params, the
+    objects in paste order, TERSE background artefacts (pixels from ``artefact_background``), the
+    seed it was sampled with; ``frame`` (torch compositor) and ``min_visibility`` (objects less
+    visible are not labelled) when the scene carries them; ``meta``: provenance that does not
+    change a pixel (e.g. a TERSE cycle, the target's confidence at generation)."""
+
+    canvas: tuple[int, int]
+    background: dict[str, Any]
     objects: list[ObjectParams] = field(default_factory=list)
     artefacts: list[ArtefactParams] = field(default_factory=list)
-    artefact_background: dict[str, Any] | None = None  # where artefact pixels come from
+    artefact_background: dict[str, Any] | None = None
     seed: int | None = None
+    version: int = SCENE_PARAMS_VERSION
+    frame: CutoutFrame | None = None
+    min_visibility: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """Plain JSON data (optional fields left out when unset)."""
+        d = _drop_unset(asdict(self))
         d["canvas"] = list(self.canvas)
+        d["objects"] = [_drop_unset(o) for o in d["objects"]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SceneParams":
+        """Read :meth:`to_dict`'s output, version-1 paste params, or a version-1 TERSE scene dict.
+
+        Raises:
+            InputError: params of a newer version, or missing/unknown fields.
+        """
+        version = int(d.get("version", 1))
+        if version > SCENE_PARAMS_VERSION:
+            raise InputError(f"scene params of version {version}; this synthloop reads versions 1-{SCENE_PARAMS_VERSION}", field="version")
+        if "fg_size" in d:
+            return _from_terse_v1(d)
+
         def blend(b: dict[str, Any] | None) -> BlendSpec:
             return BlendSpec(**(b or {}))
 
-        return cls(
-            canvas=(int(d["canvas"][0]), int(d["canvas"][1])),
-            background=dict(d["background"]),
-            objects=[ObjectParams(**{**o, "blend": blend(o.get("blend"))}) for o in d.get("objects", [])],
-            artefacts=[ArtefactParams(**{**a, "blend": blend(a.get("blend"))}) for a in d.get("artefacts", [])],
-            artefact_background=d.get("artefact_background"),
-            seed=d.get("seed"),
-        )
+        try:
+            return cls(
+                canvas=(int(d["canvas"][0]), int(d["canvas"][1])),
+                background=dict(d["background"]),
+                objects=[ObjectParams(**{**o, "blend": blend(o.get("blend"))}) for o in d.get("objects", [])],
+                artefacts=[ArtefactParams(**{**a, "blend": blend(a.get("blend"))}) for a in d.get("artefacts", [])],
+                artefact_background=d.get("artefact_background"),
+                seed=d.get("seed"),
+                frame=CutoutFrame(**d["frame"]) if d.get("frame") is not None else None,
+                min_visibility=d.get("min_visibility"),
+                meta=dict(d.get("meta") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"malformed scene params ({type(e).__name__}: {e})", field="params") from None
 
     def with_blend(self, spec: BlendSpec) -> "SceneParams":
         """The same layout with every object and artefact blended by ``spec`` (CPL's
@@ -84,3 +144,48 @@ class SceneParams:
         for a in d["artefacts"]:
             a["blend"] = asdict(spec)
         return SceneParams.from_dict(d)
+
+
+def _drop_unset(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not ((k in _OPTIONAL and v is None) or (k == "meta" and not v))}
+
+
+def json_fields(obj: Any) -> dict[str, Any]:
+    """A params dataclass's fields for ``json.dumps(default=...)`` (no deep copy; optional fields
+    left out when unset)."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if (f.name in _OPTIONAL and v is None) or (f.name == "meta" and not v):
+            continue
+        out[f.name] = v
+    return out
+
+
+def _from_terse_v1(d: dict[str, Any]) -> SceneParams:
+    """A version-1 TERSE scene dict (``fg_size``, ``fg_fill``, one ``blend`` and ``artefact`` per
+    scene, objects by ``index``) as a :class:`SceneParams`."""
+    try:
+        mode = d["blend"]["mode"]
+        objects = [
+            ObjectParams(
+                instance=int(o["index"]), category_id=int(o["category_id"]), affine=list(o["affine"]), photometric=o.get("photometric"),
+                blend=BlendSpec(mode), cleanup=bool(d["cleanup"]), anchor=o.get("anchor"),
+            )  # fmt: skip
+            for o in d["objects"]
+        ]
+        art = d.get("artefact")
+        return SceneParams(
+            canvas=(int(d["canvas"][0]), int(d["canvas"][1])),
+            background=dict(d["background"]),
+            objects=objects,
+            artefacts=[ArtefactParams(int(art["shape_index"]), list(art["affine"]), BlendSpec(mode))] if art else [],
+            artefact_background=dict(art["background"]) if art else None,
+            frame=CutoutFrame(int(d["fg_size"]), float(d["fg_fill"]), float(d["cleanup_sigma"]), float(d["cleanup_mu"])),
+            min_visibility=float(d["min_visibility"]),
+            meta={k: d[k] for k in ("cycle", "index", "confidence") if k in d},
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"malformed version-1 TERSE scene params ({type(e).__name__}: {e})", field="params") from None

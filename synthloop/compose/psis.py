@@ -3,14 +3,17 @@ between real training images, matched by scale and aspect ratio, so the context 
 
 :class:`DatasetScenes` turns a segmented :class:`~synthloop.data.dataset.Dataset` into both an
 instance source (each mask is a cut-out cropped to its mask box) and a background source (the
-dataset's own images). :func:`sample_psis` picks an image, re-pastes its own objects in place
-(pixel-identical, so occlusion bookkeeping covers them) and replaces some of them by a cut-out
-of the same class from another image, scaled onto the replaced object's mask box. The replaced
-object stays underneath as an unlabelled layer (PSIS does not in-paint).
+dataset's own images, decoded by the caller's ``read_image``). :func:`sample_psis` picks an image,
+re-pastes its own objects in place (pixel-identical, so occlusion bookkeeping covers them) and
+replaces some of them by a cut-out of the same class from another image, scaled onto the
+replaced object's mask box. The replaced object stays underneath as an unlabelled layer (PSIS
+does not in-paint).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -21,15 +24,19 @@ from synthloop.compose.config import SceneConfig
 from synthloop.compose.params import ArtefactParams, BlendSpec, ObjectParams, SceneParams
 from synthloop.compose.sampler import choice, instance_geometry, randint, sample_affine, sample_blend, uniform
 from synthloop.data.dataset import Dataset
-from synthloop.data.images import load_image
 from synthloop.errors import InputError
 
 
 class DatasetScenes:
-    """A segmented dataset as instance source + background source (images decoded once, lazily)."""
+    """A segmented dataset as instance source + background source.
 
-    def __init__(self, dataset: Dataset):
+    ``read_image(path)`` decodes an image file to ``uint8 (H, W, 3)`` RGB (e.g.
+    :func:`synthloop.data.images.load_image`); each image is decoded once, when first needed.
+    """
+
+    def __init__(self, dataset: Dataset, read_image: Callable[[Path], np.ndarray]):
         self.dataset = dataset
+        self.read_image = read_image
         self._images: dict[int, np.ndarray] = {}
         self.items: list[tuple[int, int, tuple[int, int, int, int]]] = []  # (image index, ann index, mask box)
         self.by_image: dict[int, list[int]] = {}
@@ -56,7 +63,7 @@ class DatasetScenes:
         hit = self._images.get(image_index)
         if hit is None:
             entry = self.dataset.images[image_index]
-            hit = load_image(self.dataset.image_path(entry), mode="RGB").astype(np.float32) / 255.0
+            hit = self.read_image(self.dataset.image_path(entry)).astype(np.float32) / 255.0
             if hit.shape[:2] != (entry.height, entry.width):
                 raise InputError(f"image is {hit.shape[1]}x{hit.shape[0]} but the annotation says {entry.width}x{entry.height}", file=self.dataset.image_path(entry), field="width/height")
             self._images[image_index] = hit

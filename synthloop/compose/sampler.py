@@ -12,11 +12,12 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from synthloop.compose.apply import BackgroundSource
 from synthloop.compose.config import BlendConfig, SceneConfig
 from synthloop.compose.params import ArtefactParams, BlendSpec, ObjectParams, SceneParams
-from synthloop.compose.render import BackgroundSource
 from synthloop.errors import InputError
-from synthloop.functional.fast import affine_matrices
+from synthloop.functional.blend import ChoiceOption, blend_mode
+from synthloop.functional.numpy_ops import affine_matrices
 
 
 class SizedInstances(Protocol):
@@ -40,17 +41,23 @@ def choice(g: torch.Generator, items: list[Any]) -> Any:
     return items[randint(g, 0, len(items) - 1)]
 
 
+def sample_blend_options(mode: str, cfg: BlendConfig, g: torch.Generator) -> dict[str, Any]:
+    """Draw the options blend ``mode`` samples (see :class:`~synthloop.functional.blend.BlendMode`)
+    from ``cfg``'s ranges, in the registry's order."""
+    options: dict[str, Any] = {}
+    for name, dist in blend_mode(mode).sampled.items():
+        if isinstance(dist, ChoiceOption):
+            options[name] = int(choice(g, getattr(cfg, dist.field)))
+        else:
+            lo, hi = getattr(cfg, dist.range) if isinstance(dist.range, str) else dist.range
+            options[name] = round(uniform(g, lo, hi), dist.ndigits)
+    return options
+
+
 def sample_blend(cfg: BlendConfig, g: torch.Generator, mode: str | None = None) -> BlendSpec:
+    """A blend for one image or object: ``mode`` (default: drawn from ``cfg.modes``) and its options."""
     mode = mode or choice(g, cfg.modes)
-    if mode == "gaussian":
-        return BlendSpec(mode, {"sigma": round(uniform(g, *cfg.gaussian_sigma), 4)})
-    if mode == "box":
-        return BlendSpec(mode, {"kernel_size": int(choice(g, cfg.box_kernel))})
-    if mode == "motion":
-        return BlendSpec(mode, {"kernel_size": int(choice(g, cfg.motion_kernel)), "angle": round(uniform(g, 0.0, 180.0), 3)})
-    if mode == "pyramid":
-        return BlendSpec(mode, {"levels": int(choice(g, cfg.pyramid_levels))})
-    return BlendSpec(mode, {})
+    return BlendSpec(mode, sample_blend_options(mode, cfg, g))
 
 
 def mask_box(alpha: np.ndarray) -> tuple[int, int, int, int]:

@@ -1,4 +1,5 @@
-"""Small in-memory instance and background sources that satisfy the renderer's protocols.
+"""Small in-memory instance and background sources that satisfy the compositor's protocols
+(:mod:`synthloop.compose.apply`).
 
 Used for built-in data (MNIST digits as cut-outs), for tests, and as adapters around banks.
 """
@@ -37,7 +38,7 @@ class TensorInstances:
         return self.rgbs[index], self.alphas[index]
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rgb (h, w, 3), alpha (h, w))`` float32 arrays (cached) for the fast renderer."""
+        """``(rgb (h, w, 3), alpha (h, w))`` float32 arrays (cached) for the NumPy compositor."""
         hit = self._arrays.get(index)
         if hit is None:
             rgb, alpha = self.rgbs[index], self.alphas[index]
@@ -52,7 +53,7 @@ class TensorInstances:
 
 
 class BankInstances:
-    """Adapter: an :class:`~synthloop.data.instances.InstanceBank` as a renderer source."""
+    """Adapter: an :class:`~synthloop.data.instances.InstanceBank` as a compositor source."""
 
     def __init__(self, bank: Any):
         self.bank = bank
@@ -131,7 +132,7 @@ class PooledBackgrounds:
         return {"kind": "pooled", "index": index, "flip": flip, "source": self.entry(index, size)}
 
     def render_one(self, params: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
-        """``uint8 (H, W, 3)`` (read-only; the renderer reads uint8 backgrounds as value / 255)."""
+        """``uint8 (H, W, 3)`` (read-only; the compositor reads uint8 backgrounds as value / 255)."""
         if params.get("kind") != "pooled" or "source" not in params:
             raise InputError(f"not a pooled background: {params!r}", field="background")
         H, W = int(size[0]), int(size[1])

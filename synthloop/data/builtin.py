@@ -9,7 +9,6 @@ reserves nothing for 0, but many detectors treat label 0 as background).
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import cv2
 import numpy as np
@@ -119,12 +118,3 @@ class MnistDigits:
 
 
 BUILTIN_BACKGROUND_SOURCES: tuple[str, ...] = ("procedural", "photos")
-
-
-def builtin_backgrounds(**options: Any):
-    """The background bank of procedural textures and the photos bundled with installed packages
-    (falls back to procedural textures alone when no photo is installed)."""
-    from synthloop.data.backgrounds import BackgroundBank, builtin_photos
-
-    sources = list(BUILTIN_BACKGROUND_SOURCES) if builtin_photos() else ["procedural"]
-    return BackgroundBank(sources, **options)

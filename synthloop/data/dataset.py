@@ -170,9 +170,5 @@ class Dataset:
         return safe_join(self.root, entry.file_name, field=f"image {entry.id} file_name")
 
     @property
-    def category_by_id(self) -> dict[int, Category]:
-        return {c.id: c for c in self.categories}
-
-    @property
     def num_annotations(self) -> int:
         return sum(len(im.annotations) for im in self.images)

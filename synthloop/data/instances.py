@@ -235,10 +235,6 @@ class InstanceBank:
                 self._cache.popitem(last=False)
         return hit
 
-    def to_dataset(self) -> Dataset:
-        """See :func:`bank_to_dataset`."""
-        return bank_to_dataset(self)
-
     @classmethod
     def concat(cls, banks: list[InstanceBank]) -> InstanceBank:
         """One bank with the instances of ``banks`` (categories joined by id; a clash of names is an error)."""

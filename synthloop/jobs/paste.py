@@ -22,13 +22,11 @@ shards, each written atomically, and ``.work/`` is removed last.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing as mp
 import os
 import secrets
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,14 +37,14 @@ import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
-from synthloop.utils.records import diff_keys, utc_now
-from synthloop.compose.params import SceneParams
-from synthloop.compose.render import render_scene
+from synthloop.compose.apply import apply_scene
+from synthloop.compose.params import SceneParams, json_fields
 from synthloop.compose.sampler import sample_blend
 from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import encode_jpeg, encode_png
 from synthloop.errors import InputError
-from synthloop.functional.fast import to_uint8
+from synthloop.functional.numpy_ops import to_uint8
+from synthloop.jobs import run_folder
 from synthloop.jobs.paste_assets import Assets, build_assets
 from synthloop.jobs.paste_config import PasteConfig, resolved_dict
 from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -54,13 +52,12 @@ from synthloop.utils.seeding import derive_seed, make_generator
 
 WORK_DIR = ".work"
 CONFIG_FILE = "config.yaml"
-RUN_FILE = "run.json"
 PARAMS_FILE = "params.jsonl"
 ANNOTATIONS_FILE = "annotations.json"
 IMAGES_DIR = "images"
 CATEGORIES_FILE = "categories.json"
 SHARD_PREFIX = "shard-"
-OUTPUTS = (IMAGES_DIR, ANNOTATIONS_FILE, PARAMS_FILE, CONFIG_FILE, RUN_FILE, "yolo", "voc", WORK_DIR)
+OUTPUTS = (IMAGES_DIR, ANNOTATIONS_FILE, PARAMS_FILE, CONFIG_FILE, run_folder.RUN_FILE, "yolo", "voc", WORK_DIR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +106,7 @@ def render_record(cfg: PasteConfig, assets: Assets, index: int, out_dir: Path) -
     variants = scene_variants(cfg, assets, index)
     images = []
     for k, (suffix, params) in enumerate(variants):
-        result = render_scene(params, assets.instances, assets.backgrounds)
+        result = apply_scene(params, assets.instances, assets.backgrounds)
         file_name = f"{IMAGES_DIR}/{index:06d}{suffix}.{ext}"
         atomic_write_bytes(out_dir / file_name, encode_image(cfg, to_uint8(result.image)))
         anns = []
@@ -161,14 +158,6 @@ def read_shards(work: Path) -> dict[int, dict[str, Any]]:
     return done
 
 
-def _dataclass_fields(obj: Any) -> dict[str, Any]:
-    """JSON for the params dataclasses: their fields (what ``dataclasses.asdict`` gives, without
-    its deep copy, which costs more than the rest of a record's serialisation)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 class ShardWriter:
     """Appends records to this process's own shard file, one flushed line per scene."""
 
@@ -178,7 +167,7 @@ class ShardWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, separators=(",", ":"), default=_dataclass_fields) + "\n")
+        self._fh.write(json.dumps(record, separators=(",", ":"), default=json_fields) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
@@ -267,47 +256,6 @@ class PasteSummary:
         return self.rendered / self.seconds if self.seconds > 0 else 0.0
 
 
-def _git_commit() -> str | None:
-    """The commit of the synthloop source tree, when it runs from a git checkout of it."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").is_file() or not (root / ".git").exists():
-        return None  # an installed copy, not a checkout
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
-def _prepare(cfg: PasteConfig, out_dir: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
-    """Check / clear the output folder. Returns the previous run.json when resuming, else None."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("output path exists and is not a folder", file=out_dir)
-    busy = out_dir.is_dir() and any(out_dir.iterdir())
-    if busy and resume:
-        cfg_file = out_dir / CONFIG_FILE
-        if not cfg_file.is_file():
-            raise InputError(f"cannot resume: no {CONFIG_FILE} here (not a paste output folder)", file=out_dir)
-        stored = yaml.safe_load(cfg_file.read_text())
-        diff = diff_keys(stored, resolved_dict(cfg))
-        if diff:
-            raise InputError(f"cannot resume with a different config; differing keys: {', '.join(diff)}", file=cfg_file)
-        run_file = out_dir / RUN_FILE
-        return json.loads(run_file.read_text()) if run_file.is_file() else {}
-    if busy and not overwrite:
-        raise InputError("output folder is not empty; pass --resume to continue the job in it or --overwrite to replace it", file=out_dir)
-    if busy:
-        for name in OUTPUTS:
-            p = out_dir / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    return None
-
-
 def _remove_stray_temps(folder: Path) -> None:
     """Temporary files a killed writer left behind (``.name.xxxx.tmp``)."""
     if folder.is_dir():
@@ -348,7 +296,7 @@ def run_paste(
         raise InputError(f"need at least one worker, got {workers}", field="workers")
     out_dir = Path(out_dir)
     cfg.check_paths()
-    previous = _prepare(cfg, out_dir, resume=resume, overwrite=overwrite)
+    previous = run_folder.prepare(out_dir, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), overwrite=overwrite, outputs=OUTPUTS, resume_empty=True)
     per_scene = images_per_scene(cfg)
     total = cfg.num_images * per_scene
     work = out_dir / WORK_DIR
@@ -361,19 +309,7 @@ def run_paste(
     (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
     _remove_stray_temps(out_dir / IMAGES_DIR)
     atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
-    from synthloop import __version__
-
-    run_info: dict[str, Any] = {
-        "seed": cfg.seed,
-        "synthloop_version": __version__,
-        "git_commit": _git_commit(),
-        "command": argv if argv is not None else sys.argv,
-        "workers": workers,
-        "started": (previous or {}).get("started") or utc_now(),
-        "resumed": [*(previous or {}).get("resumed", []), utc_now()] if previous is not None else [],
-        "finished": None,
-    }
-    atomic_write_json(out_dir / RUN_FILE, run_info)
+    run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
 
     done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
     todo = [i for i in range(cfg.num_images) if i not in done]
@@ -389,9 +325,7 @@ def run_paste(
     seconds = time.perf_counter() - t0
 
     finalize(cfg, out_dir)
-    run_info["finished"] = utc_now()
-    run_info["images"] = total
-    atomic_write_json(out_dir / RUN_FILE, run_info)
+    run_folder.finish_record(out_dir, run_info, images=total)
     return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from synthloop.utils.seeding import derive_seed
 
 @dataclass
 class Assets:
-    """Decoded sources of a paste job: what :func:`~synthloop.compose.render.render_scene` needs,
+    """Decoded sources of a paste job: what :func:`~synthloop.compose.apply.apply_scene` needs,
     the categories to write, and the scene sampler matching the placement strategy."""
 
     instances: Any
@@ -90,9 +91,10 @@ def build_assets(cfg: PasteConfig) -> Assets:
     if cfg.scene.placement.strategy == "psis":  # the config guarantees instances.coco
         from synthloop.compose.psis import DatasetScenes
         from synthloop.data.coco import read_coco
+        from synthloop.data.images import load_image
 
         dataset = read_coco(cfg.instances.coco.json_file, cfg.instances.coco.images)
-        scenes = DatasetScenes(dataset)
+        scenes = DatasetScenes(dataset, functools.partial(load_image, mode="RGB"))
         return Assets(scenes, scenes, list(dataset.categories), psis=True)
     instances, categories = build_instances(cfg.instances, cfg.seed)
     return Assets(instances, build_backgrounds(cfg.backgrounds, cfg.seed), categories)

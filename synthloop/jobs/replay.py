@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import yaml
 
+from synthloop.compose.apply import apply_scene
 from synthloop.compose.params import SceneParams
-from synthloop.compose.render import render_scene
 from synthloop.data.images import encode_png, load_image
 from synthloop.errors import InputError
-from synthloop.functional.fast import to_uint8
+from synthloop.functional.numpy_ops import to_uint8
 from synthloop.jobs.paste_assets import build_assets
 from synthloop.jobs.paste_config import PasteConfig
 from synthloop.jobs.paste import ANNOTATIONS_FILE, CONFIG_FILE, PARAMS_FILE, _rle, encode_image
@@ -76,7 +76,7 @@ def replay_image(out_dir: str | Path, image_id: int, *, save_to: str | Path | No
     cfg = PasteConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
     file_name, params = _find_params(out_dir, int(image_id))
     assets = build_assets(cfg)
-    result = render_scene(SceneParams.from_dict(params), assets.instances, assets.backgrounds)
+    result = apply_scene(SceneParams.from_dict(params), assets.instances, assets.backgrounds)
     raw = to_uint8(result.image)
     stored_path = out_dir / file_name
     if not stored_path.is_file():

@@ -12,7 +12,7 @@ fine-tuning of every method, so methods differ only in where their synthetic ima
   returned in the mode it came in.
 - Optimiser: AdamW over the trainable parameters, one-cycle learning rate peaking at ``lr``
   (or constant), gradient-norm clipping at 10 (detection losses spike on the first batches of
-  a from-scratch model).
+  a from-scratch model), run by :func:`synthloop.loops.trainer.fit`.
 - Augmentation (``augment=True``): per image, a random permutation of the colour channels and a
   horizontal flip with probability 1/2 (boxes flipped with it). Both keep digits, and objects in
   general, recognisable; they only counter over-fitting to colours and layout of small sets.
@@ -25,6 +25,7 @@ fine-tuning of every method, so methods differ only in where their synthetic ima
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,10 +36,10 @@ import torch
 from synthloop.data.dataset import Dataset
 from synthloop.errors import InputError
 from synthloop.loops.mixing import MixedBatchSampler
+from synthloop.loops.trainer import fit
 from synthloop.loops.training import scoped_rng
 from synthloop.metrics.classification import model_device
 from synthloop.metrics.detection import coco_ap, detect
-from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.detection import DetectionTarget
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -175,7 +176,6 @@ def train_detector(
         return log
 
     model = target.model
-    guard_strided_1x1_convs(model)
     device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -184,39 +184,33 @@ def train_detector(
     else:
         sched = None
     g_aug = make_generator(seed, "detector-augment")
+
+    def loss_fn(_model: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+        real_idx = [i for i in idx if i < images.shape[0]]
+        syn_idx = [i - images.shape[0] for i in idx if i >= images.shape[0]]
+        parts = [images[real_idx]] + ([synthetic_images[syn_idx]] if syn_idx else [])
+        batch = torch.cat(parts).to(device, torch.float32)
+        tgts = [{k: torch.as_tensor(v).to(device) for k, v in all_targets[i].items()} for i in idx]
+        if augment:
+            batch, tgts = _augment(batch, tgts, g_aug)
+        return target.loss(batch, tgts)
+
+    on_step = None if progress is None else (lambda step, loss: progress(step, total, float(loss)))
     start = time.perf_counter()
-    step = 0
     was_training = model.training
     model.train()  # BatchNorm statistics and dropout in training behaviour, whatever the caller left
     with scoped_rng(derive_seed(seed, "detector-modules"), device), _restore_mode(model, was_training):
-        for epoch_batches in plan:
-            running, count = 0.0, 0
-            for idx in epoch_batches:
-                real_idx = [i for i in idx if i < images.shape[0]]
-                syn_idx = [i - images.shape[0] for i in idx if i >= images.shape[0]]
-                parts = [images[real_idx]] + ([synthetic_images[syn_idx]] if syn_idx else [])
-                batch = torch.cat(parts).to(device, torch.float32)
-                tgts = [{k: torch.as_tensor(v).to(device) for k, v in all_targets[i].items()} for i in idx]
-                if augment:
-                    batch, tgts = _augment(batch, tgts, g_aug)
-                loss = target.loss(batch, tgts)
-                if not torch.isfinite(loss):
-                    raise InputError(f"the detection loss became {float(loss.detach())} at step {step}; lower the learning rate", field="lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                value = float(loss.detach())
-                running += value
-                count += 1
-                step += 1
-                log.images_seen += len(idx)
-                if progress is not None:
-                    progress(step, total, value)
-            log.epoch_losses.append(running / max(count, 1))
-    log.steps = step
+        batches = itertools.chain.from_iterable(plan)
+        losses = fit(model, opt, batches, loss_fn, scheduler=sched, grad_clip=GRAD_CLIP, on_step=on_step, what="detection")
+    values = iter([float(v) for v in losses])
+    for epoch_batches in plan:
+        running, count = 0.0, 0
+        for idx in epoch_batches:
+            running += next(values)
+            count += 1
+            log.images_seen += len(idx)
+        log.epoch_losses.append(running / max(count, 1))
+    log.steps = len(losses)
     log.seconds = time.perf_counter() - start
     if not all(math.isfinite(v) for v in log.epoch_losses):  # pragma: no cover - caught per step above
         raise InputError("non-finite epoch loss", field="lr")

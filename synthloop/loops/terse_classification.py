@@ -42,7 +42,6 @@ affine parameters, source digit index, hardness) and ``grid.png``, and when all 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,12 +62,14 @@ from synthloop.loops.export import export_classifier
 from synthloop.loops.training import Progress, fit_classifier, scoped_rng, sgd
 from synthloop.metrics.classification import check_dataset, check_labels, model_device, unrecognised_fraction
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
-from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
+from synthloop.functional.losses import d_loss, g_loss
+from synthloop.models.discriminator import PatchDiscriminator
 from synthloop.models.synthesizer import MNISTSynthesizer, ParamRanges
 from synthloop.models.targets import ClassifierTarget, freeze, hardness_from_probs, is_hard_from_probs
 from synthloop.report.plots import sample_grid_png
 from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from synthloop.utils.seeding import derive_seed, make_generator
+from synthloop.utils.records import check_same_config
 
 Range = tuple[float, float]
 
@@ -104,7 +105,7 @@ class TerseClassificationConfig(Config):
     hard_per_class: int = Field(500, ge=1, description="paper: 500 hard examples per class")
     hard_margin: float = Field(0.05, ge=0.0, description="hard when max_{c!=y} p_c - p_y > margin; paper 0.05")
     s_batch_size: int = Field(1024, ge=2, description="paper: 1024")
-    s_lr: float = Field(1e-3, gt=0.0, description="Adam, paper 1e-3")
+    lr_s: float = Field(1e-3, gt=0.0, description="Adam, paper 1e-3")
     s_weight_decay: float = Field(5e-4, ge=0.0, description="paper section 3.4: 5e-4")
     s_max_steps: int = Field(200, ge=1, description="S batches per cycle at most (not in the paper: a budget guard)")
     s_min_steps: int = Field(1, ge=1, description="S batches per cycle at least, even once the cache is full (paper: 1)")
@@ -115,16 +116,16 @@ class TerseClassificationConfig(Config):
     # target phase
     t_epochs: int = Field(30, ge=0, description="paper: 30 epochs per cycle")
     t_batch_size: int = Field(64, ge=2, description="paper: 64")
-    t_lr: float = Field(1e-2, gt=0.0, description="SGD, paper 1e-2")
+    lr_t: float = Field(1e-2, gt=0.0, description="SGD, paper 1e-2")
     t_momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5 (section 3.4 says 0.9)")
     t_weight_decay: float = Field(0.0, ge=0.0, description="A.1 lists none (section 3.4 says 5e-4)")
-    t_lr_drop_cycle: int | None = Field(None, ge=1, description="from this cycle on use t_lr_drop_to (Table 1: after 100)")
-    t_lr_drop_to: float = Field(1e-3, gt=0.0)
+    lr_t_drop_cycle: int | None = Field(None, ge=1, description="from this cycle on use lr_t_drop_to (Table 1: after 100)")
+    lr_t_drop_to: float = Field(1e-3, gt=0.0)
     t_real_per_epoch: int | None = Field(None, ge=1, description="real samples drawn into each T epoch; None = all (paper)")
     accumulate: bool = Field(True, description="train T on every cache so far (True) or only the latest")
     # discriminator (off for AffNIST in the paper)
-    use_discriminator: bool = False
-    d_lr: float = Field(1e-4, gt=0.0, description="Adam, paper A.2: 1e-4")
+    discriminator: bool = False
+    lr_d: float = Field(1e-4, gt=0.0, description="Adam, paper A.2: 1e-4")
     d_width: float = Field(0.25, gt=0.0, description="PatchDiscriminator width multiplier (paper: 1.0)")
     adv_weight: float = Field(1.0, ge=0.0)
     eval_batch_size: int = Field(2048, ge=1)
@@ -196,7 +197,7 @@ class TerseClassificationLoop:
             S's inputs and T's real training data.
         labels: ``Tensor[N]`` classes; every class must occur.
         synthesizer: S (default: :class:`~synthloop.models.MNISTSynthesizer` with ``config.ranges``).
-        discriminator: D when ``config.use_discriminator`` (default: a :class:`PatchDiscriminator`).
+        discriminator: D when ``config.discriminator`` (default: a :class:`PatchDiscriminator`).
         reference: optional classifier trained on clean data for the degenerate-sample check.
         device: where everything runs (models and data are moved there).
         run_dir: folder for the config, checkpoints, caches, history and exported model; ``None``
@@ -246,13 +247,13 @@ class TerseClassificationLoop:
         with scoped_rng(derive_seed(cfg.seed, "init"), self.device):
             if synthesizer is None:
                 synthesizer = MNISTSynthesizer(ranges=cfg.ranges.to_param_ranges(), noise_dim=cfg.s_noise_dim, input_size=self.canvas)
-            if cfg.use_discriminator and discriminator is None:
+            if cfg.discriminator and discriminator is None:
                 discriminator = PatchDiscriminator(in_channels=1, width=cfg.d_width)
         self.synthesizer = synthesizer.to(self.device)
-        self.discriminator = discriminator.to(self.device) if (cfg.use_discriminator and discriminator is not None) else None
-        self.opt_s = torch.optim.Adam(self.synthesizer.parameters(), lr=cfg.s_lr, weight_decay=cfg.s_weight_decay)
-        self.opt_t = sgd(self.target, cfg.t_lr, cfg.t_momentum, cfg.t_weight_decay)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999)) if self.discriminator is not None else None
+        self.discriminator = discriminator.to(self.device) if (cfg.discriminator and discriminator is not None) else None
+        self.opt_s = torch.optim.Adam(self.synthesizer.parameters(), lr=cfg.lr_s, weight_decay=cfg.s_weight_decay)
+        self.opt_t = sgd(self.target, cfg.lr_t, cfg.t_momentum, cfg.t_weight_decay)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999)) if self.discriminator is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.caches: list[HardExampleCache] = []
         self.history: list[dict[str, Any]] = []
@@ -313,7 +314,7 @@ class TerseClassificationLoop:
         """One D step on real digits ``Tensor[B, 1, H, W]`` vs. composites ``Tensor[B', 1, H, W]``
         (detached: S is frozen, i.e. not involved)."""
         if self.discriminator is None or self.opt_d is None:
-            raise InputError("the discriminator is off (set use_discriminator: true)", field="use_discriminator")
+            raise InputError("the discriminator is off (set discriminator: true)", field="discriminator")
         self.discriminator.train()
         loss = d_loss(self.discriminator(real), self.discriminator(fake.detach()))
         self.opt_d.zero_grad(set_to_none=True)
@@ -406,7 +407,7 @@ class TerseClassificationLoop:
     def run_target_phase(self, cycle: int, progress: Progress | None = None) -> dict[str, Any]:
         """Train T for ``t_epochs`` on :meth:`training_sources` (S frozen: not used)."""
         cfg = self.config
-        lr = cfg.t_lr_drop_to if (cfg.t_lr_drop_cycle is not None and cycle >= cfg.t_lr_drop_cycle) else cfg.t_lr
+        lr = cfg.lr_t_drop_to if (cfg.lr_t_drop_cycle is not None and cycle >= cfg.lr_t_drop_cycle) else cfg.lr_t
         for group in self.opt_t.param_groups:
             group["lr"] = lr
         sources = self.training_sources()
@@ -425,7 +426,7 @@ class TerseClassificationLoop:
                 task=f"cycle {cycle}: target",
             )
         self.target.eval()
-        return {"t_loss": stats["loss"], "t_lr": lr, "t_samples_per_epoch": int(stats["samples"]), "synthetic_total": sum(len(c) for c in self.caches)}
+        return {"t_loss": stats["loss"], "lr_t": lr, "t_samples_per_epoch": int(stats["samples"]), "synthetic_total": sum(len(c) for c in self.caches)}
 
     # ------------------------------------------------------------------ the run
 
@@ -454,11 +455,7 @@ class TerseClassificationLoop:
         return state
 
     def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
-        current = self.config.to_dict()
-        diff = sorted(k for k in set(saved) | set(current) if k != "cycles" and saved.get(k) != current.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
-            raise InputError(f"the run was started with a different configuration ({detail}); resume with the same settings", file=path, field=diff[0])
+        check_same_config(saved, self.config.to_dict(), ignore=("cycles",), file=path)  # more cycles extend a run
 
     def load_state(self, state: dict[str, Any], path: Path) -> None:
         """Restore from a checkpoint dict (and the per-cycle cache files next to it)."""
@@ -564,11 +561,3 @@ class TerseClassificationLoop:
             )
             files["model"] = str(self.run_dir / exported["file"])
         return TerseRunResult(self.history, self.caches, self.completed_cycles, finished, self.run_dir, exported, files)
-
-
-def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-cycle history of a run folder."""
-    path = Path(run_dir) / "history.json"
-    if not path.is_file():
-        raise InputError("no history.json: not a run folder, or no cycle finished yet", file=path)
-    return json.loads(path.read_text())

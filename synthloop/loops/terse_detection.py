@@ -6,25 +6,10 @@ brightness and contrast) to paste each one; the target detector T
 (:class:`~synthloop.models.detection.DetectionTarget`) and, optionally, the realism discriminator D
 (:class:`~synthloop.models.discriminator.PatchDiscriminator`) judge the composites.
 
-Composites (:meth:`SceneTerse.composite`, the same code for S's training batches, generation and
-:func:`replay_scene`): a background is rendered at the real images' size; with ``artefacts`` a
-second background is pasted into it through a foreground-shaped mask at a random placement
-(TERSE section 3.1, so seams carry no label information); then the K cut-outs, each letterboxed
-to ``fg_size`` (:func:`~synthloop.compose.batch.letterbox`), are warped on one after another
-(:func:`~synthloop.compose.batch.paste_objects_batch`), with the A.2 mask clean-up when
-``cleanup`` and one blend mode per composite drawn from ``blend_modes``. Clean-up level: A.2
-subtracts ``mu = 1 - 1e-7`` from the warped *binary* segmentation mask, keeping only pixels whose
-bilinear neighbours are all inside. On soft-alpha cut-outs (MNIST digits; any cut-out after the
-antialiased letterbox resize) that erodes every edge by up to a pixel and erased most of a
-digit's 3-4 px strokes (seen on rendered digit scenes: boxes around nearly empty patches). The
-default ``cleanup_mu = 0.5`` cuts at the mask's 0.5 iso-line, the boundary a resampled binary
-mask really has, then renormalises and blurs as in A.2; ``cleanup_mu: 0.9999999`` is the paper's
-literal value.
-
-Labels come from the *visible* part of each warped mask (later pastes occlude earlier ones): an object whose visible
-area is below ``min_visibility`` of its full warped area (occluded, or cut by the border), or
-whose visible box is thinner than :data:`~synthloop.models.detection.MIN_BOX_SIZE`, is left out
-of the labels (it stays in the image). Boxes are those of the visible mask (> 0.5), detached.
+Composites are :class:`~synthloop.compose.params.SceneParams` with a ``frame``, composited by
+:mod:`synthloop.compose.scene_batch` (background, TERSE artefact, letterboxed cut-outs warped by
+the spatial transformer with the A.2 clean-up, labels from the visible masks): the same code for
+S's training batches, generation and :func:`replay_scene`.
 
 One *cycle* (:meth:`SceneTerse.cycle`), as in A.2:
 
@@ -32,23 +17,14 @@ One *cycle* (:meth:`SceneTerse.cycle`), as in A.2:
    frozen (:func:`~synthloop.models.freeze`: ``eval()`` mode, no ``requires_grad``, not in S's
    optimiser). S's loss is ``-bound(L_T) + adv_weight * g_loss(D(composite))`` (D term only when
    the discriminator is on), ``L_T`` T's detection loss (eq. 1) on the composite with its
-   visible-object targets. **Bound**: the paper maximises ``L_T`` itself (eq. 3), which is
-   unbounded above; S's outputs are squashed into ``ranges``, but a detector's loss can still
-   reach large values on degenerate composites (its focal/cross-entropy terms grow like ``-log p``
-   as T's probability for an object goes to 0), and S's gradient would then swamp D's term.
-   ``bound(L) = s_loss_bound * tanh(L / s_loss_bound)`` is a soft clamp: slope 1 (the paper's
-   objective) while ``L`` is small against ``s_loss_bound`` (at the default 10 and the losses of
-   1-3 measured on digit scenes the slope is 0.91-0.99), saturating at ``s_loss_bound`` so S
-   gains nothing from pushing an already hopeless object further.
-   ``s_loss_bound: null`` restores the paper's raw ``-L_T``. Non-finite losses skip the step
-   (counted in the history as ``s_skipped``).
-   Translation anchors: an untrained S outputs nearly the middle of every range, which would
-   stack all K objects at the canvas centre (each hiding the one before). So every object of a
-   composite gets a random anchor ``u`` uniform in ``[0, 1]^2`` (part of the sampled layout, like
-   the background) and S's translation is ``lerp(lo, hi, sigmoid(logit(u) + raw))`` with ``raw``
-   S's raw output: at ``raw = 0`` the object sits at its anchor (a uniform random position, as in
-   random cut-paste), and S can move it anywhere in the range. S still sees the cut-outs and
-   the background, not the anchors; the other parameters are S's own (squashed into the ranges).
+   visible-object targets. ``bound(L) = s_loss_bound * tanh(L / s_loss_bound)`` is a soft clamp
+   of the paper's unbounded ``L_T`` (eq. 3; slope 0.91-0.99 at the default 10 and the losses of
+   1-3 seen on digit scenes), so S gains nothing from pushing a hopeless object further and its
+   gradient does not swamp D's; ``s_loss_bound: null`` restores the raw ``-L_T``. Non-finite
+   losses skip the step (``s_skipped``). Translation anchors: every object gets a random anchor
+   ``u`` in ``[0, 1]^2`` (part of the sampled layout) and S's translation is
+   ``lerp(lo, hi, sigmoid(logit(u) + raw))``, so an untrained S places objects at uniform random
+   positions instead of stacking all K at the centre; S can still move them anywhere in range.
 2. **Generation** (:meth:`SceneTerse.generate`): composites of random fg/bg pairs placed by S (in
    ``eval()`` mode with its dropout active, TERSE's source of variety; BatchNorm uses its running
    statistics) or, with ``synthesizer="random"``, by placements uniform in ``ranges`` (the random
@@ -70,34 +46,17 @@ per cycle. Nothing depends on the global RNG, so two runs with one seed give ide
 and history, and the step counters (saved in the checkpoint) are the whole RNG state: a run
 resumed from the checkpoint written after any cycle continues exactly as the uninterrupted run.
 
-Replay: every kept scene's ``params`` (JSON-able) hold the background params, the artefact's
-params, the foreground indices and categories, the (K, 6) affine placements, the photometric
-factors, the blend mode and the compositing settings; :func:`replay_scene` renders them again
-bit-identically. Scenes are rendered one at a time (batch of 1) in generation and replay alike,
-so the replayed image is the very computation that made the kept one.
+Replay: every kept scene's ``params`` (:class:`~synthloop.compose.params.SceneParams`) hold the
+background, the artefact, the cut-outs and their categories, the (K, 6) placements, the
+photometric factors, the blend mode and the frame; :func:`replay_scene` composites them again
+bit-identically (one scene at a time in generation and replay alike).
 
 Run folder (``run(out_dir)``): ``config.yaml`` (resolved), ``checkpoint.pt`` (S, T's model, D,
 S's and D's optimisers, history, the kept scenes' params, step counters; written atomically
 after every cycle), ``history.json`` and ``scenes.json`` (every kept scene's params). T's
 optimiser is created afresh by ``train_detector`` in every cycle, so it needs no saving. Write the
 kept scenes as a COCO data set with :func:`write_synthetic_coco`.
-
-Speed, measured on this project's 2-core CPU machine (torch 2.14, one thread, while other jobs
-kept the load average at 4-6, so an idle machine is faster) with the defaults (S: 627k
-parameters with ``s_channels=[16, 32, 64]`` at ``s_input_size=64``; D: 175k at ``d_width=0.25``),
-K = 3 objects, 128x128 digit scenes, batch 8, the default
-:class:`~synthloop.models.detection.SmallDetector` as T, photo backgrounds with artefacts:
-
-- one S step (8 composites: layouts, S forward/backward, paste, T's loss and D's term): 0.66-0.75 s
-  (1.0-1.6 s with S at 128x128 input and four stages, hence the smaller default);
-- one generated candidate (S forward in batches of 8, rendering, T's confidence): 38 ms (66 ms
-  before generation reused the canvases S had already rendered);
-- one D step (8 real vs 8 fresh composites): 0.25-0.39 s;
-- one T epoch over 200 real images at 1:1 with 64 kept composites (50 steps of 8): 15-19 s.
-
-Most of a candidate's time is rendering its two photo backgrounds (about 13 ms each) and S.
-So a cycle with the benchmark-sized budget (40 S steps, 900 candidates, 20 D steps, one T epoch
-over 1,000 real images) costs about 30 + 35 + 6 + 90 s.
+Measured speed and budgets: ``benchmarks/detection.py`` and ``benchmarks/results/detection.json``.
 """
 
 from __future__ import annotations
@@ -109,179 +68,36 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
 from torch import nn
 
-from synthloop.compose.batch import SceneComposite, letterbox, paste_artefacts_batch, paste_objects_batch
-from synthloop.config import Config, check_range
+from synthloop.compose.batch import SceneComposite
+from synthloop.compose.params import ArtefactParams, BlendSpec, CutoutFrame, ObjectParams, SceneParams
+from synthloop.compose.scene_batch import canvas_batch, composite_batch, cutouts, labelled_objects
 from synthloop.data.dataset import Annotation, ImageEntry
 from synthloop.errors import InputError
-from synthloop.functional.blend import BLEND_MODES
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.detection_training import train_detector
-from synthloop.loops.mixing import parse_ratio
+from synthloop.loops.terse_detection_config import SceneTerseConfig
 from synthloop.loops.training import scoped_rng
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
-from synthloop.models.detection import MIN_BOX_SIZE, DetectionTarget, LabelMap
-from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
-from synthloop.models.synthesizer import ParamRanges, PhotometricRanges, SceneSynthesizer, to_color_params
+from synthloop.models.detection import MIN_BOX_SIZE, DetectionTarget, LabelMap, is_hard_from_confidence
+from synthloop.functional.losses import d_loss, g_loss
+from synthloop.models.discriminator import PatchDiscriminator
+from synthloop.models.synthesizer import SceneSynthesizer, to_color_params
 from synthloop.models.targets import freeze
 from synthloop.utils.atomic import atomic_write_json, atomic_write_text
 from synthloop.utils.seeding import derive_seed, make_generator
+from synthloop.utils.records import check_same_config
 
 Range = tuple[float, float]
 Progress = Callable[[str, int, int], None]
 """``progress(task, done, total)``."""
 
-SCENE_PARAMS_VERSION = 1
-TORCH_BLEND_MODES: tuple[str, ...] = tuple(m for m in BLEND_MODES if m != "poisson")
-"""Blend modes the loop can use: every torch blend ("none" passes no gradient through the object's
-edge, the others are differentiable); Poisson blending runs in OpenCV and is left out."""
 ANCHOR_EPS = 1e-3
-
-
-class SceneRangesConfig(Config):
-    """``(min, max)`` of each placement parameter (S's outputs are squashed into them; the random
-    synthesizer draws uniformly from them).
-
-    ``angle`` degrees; ``tx``/``ty`` offset of the object's centre from the canvas centre as a
-    *fraction of the canvas* width/height (so one config fits any image size); ``shear`` factor;
-    ``sx``/``sy`` scale of the ``fg_size`` letterboxed cut-out. Defaults: at ``fg_size`` 64 with
-    ``fg_fill`` 0.8 a scale of 1 makes the cut-out's longer side 51 px, so 0.45-1.1 gives 23-56 px
-    objects on a 128x128 canvas (the digit-scene benchmark's real digits are 20-50 px tall).
-    """
-
-    angle: Range = (-30.0, 30.0)
-    tx: Range = (-0.4, 0.4)
-    ty: Range = (-0.4, 0.4)
-    shear: Range = (-0.2, 0.2)
-    sx: Range = (0.45, 1.1)
-    sy: Range = (0.45, 1.1)
-
-    @field_validator("angle", "tx", "ty", "shear", "sx", "sy")
-    @classmethod
-    def _ordered(cls, value: Range) -> Range:
-        return check_range(value)
-
-    def to_param_ranges(self, canvas: tuple[int, int]) -> ParamRanges:
-        """Ranges in :mod:`~synthloop.functional.geometry` units (``tx``/``ty`` in canvas pixels)."""
-        H, W = canvas
-        return ParamRanges(
-            angle=tuple(self.angle), tx=(self.tx[0] * W, self.tx[1] * W), ty=(self.ty[0] * H, self.ty[1] * H),
-            shear=tuple(self.shear), sx=tuple(self.sx), sy=tuple(self.sy),
-        )  # fmt: skip
-
-
-class PhotometricRangesConfig(Config):
-    """``(min, max)`` of the learned (or, for the random synthesizer, drawn) brightness and contrast factors."""
-
-    brightness: Range = (0.7, 1.3)
-    contrast: Range = (0.7, 1.3)
-
-    @field_validator("brightness", "contrast")
-    @classmethod
-    def _ordered(cls, value: Range) -> Range:
-        return check_range(value)
-
-    def to_photometric_ranges(self) -> PhotometricRanges:
-        return PhotometricRanges(brightness=tuple(self.brightness), contrast=tuple(self.contrast))
-
-
-class SceneTerseConfig(Config):
-    """Every knob of the scene loop. Defaults follow TERSE A.2 where it states a value (5 cycles,
-    1000 S batches of 16, weight decay 5e-4 for S, Adam 1e-4 for D, 100 generation batches = 1600
-    candidates, keep confidence < 0.5, 3 T epochs, real:synthetic 1:1); the rest are this
-    project's choices (see each description).
-
-    S's learning rate is 1e-2, not the paper's 1e-4: measured against the digit-scene baseline
-    detector (K = 3, batch 8, D on, 64 fixed evaluation candidates), the share of hard objects
-    (confidence < 0.5) in S's composites went from 0.27 (untrained S) to 0.82 / 0.74 / 0.76 after
-    20 / 40 / 60 S steps at 1e-2, but only to 0.28 / 0.36 / 0.38 at 3e-3 and 0.32 after 60 steps at
-    1e-3 (uniform random placements: 0.41). The paper's S starts from a pretrained VGG and takes
-    1000 steps per cycle.
-    """
-
-    seed: int = 0
-    synthesizer: Literal["terse", "random"] = Field("terse", description="'random': no S, placements uniform in the ranges (random cut-paste)")
-    keep: Literal["hard", "all"] = Field("hard", description="'all' keeps every generated composite (no hardness filter)")
-    num_objects: int = Field(3, ge=1, description="K foregrounds per composite; 1 = the paper's single-object setting")
-    photometric: bool = Field(True, description="learned brightness/contrast per object (random: drawn uniformly)")
-    discriminator: bool = Field(True, description="realism D (used only with synthesizer='terse')")
-    artefacts: bool = Field(True, description="TERSE background artefacts (one per composite)")
-    cleanup: bool = Field(True, description="A.2 mask clean-up of the warped alpha")
-    cleanup_sigma: float = Field(1.0, ge=0.0, description="Gaussian sigma (px) of the clean-up's feathering")
-    cleanup_mu: float = Field(
-        0.5, ge=0.0, lt=1.0,
-        description="clean-up level: warped alpha below it is cut, the rest renormalised (paper: 1 - 1e-7, which erases thin soft-alpha strokes)",
-    )  # fmt: skip
-    s_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout in S (Table 2 ablation)")
-    blend_modes: list[str] = Field(default_factory=lambda: ["alpha"], description="one drawn per composite; torch blends only")
-    cycles: int = Field(5, ge=1, description="paper: 5")
-    s_steps: int = Field(1000, ge=0, description="S batches per cycle; paper: 1000")
-    batch_size: int = Field(16, ge=2, description="S, D and generation batch; paper: 16 (S's BatchNorm needs >= 2)")
-    hard_per_cycle: int = Field(1600, ge=1, description="composites kept per cycle at most")
-    max_candidates_per_cycle: int = Field(1600, ge=1, description="composites tried per cycle at most; paper: 100 batches of 16")
-    t_epochs: int = Field(3, ge=0, description="passes over the real set per cycle; paper: 3")
-    t_batch_size: int = Field(8, ge=2, description="T's batch (a multiple of the ratio's parts)")
-    real_ratio: str = Field("1:1", description="real:synthetic per T batch; paper: 1:1")
-    t_augment: bool = Field(False, description="train_detector's channel permutation + flip")
-    lr_s: float = Field(
-        1e-2, gt=0.0,
-        description="Adam; paper: 1e-4 over 1000 batches with a pretrained VGG backbone (from scratch, 1e-3 barely moves S in 60 batches)",
-    )  # fmt: skip
-    s_weight_decay: float = Field(5e-4, ge=0.0, description="paper: 5e-4")
-    lr_t: float = Field(1e-3, gt=0.0, description="train_detector's peak AdamW lr (paper: SGD 1e-5 for a converged SSD)")
-    lr_d: float = Field(1e-4, gt=0.0, description="Adam; paper: 1e-4")
-    adv_weight: float = Field(1.0, ge=0.0, description="weight of D's term in S's loss")
-    d_steps: int | None = Field(None, ge=0, description="D steps per cycle; None = t_epochs passes over the real set in batches of batch_size")
-    hard_threshold: float = Field(0.5, gt=0.0, le=1.0, description="hard when some object's confidence is below this; paper: 0.5")
-    fg_size: int = Field(64, ge=8, description="cut-outs letterboxed to fg_size x fg_size before warping")
-    fg_fill: float = Field(0.8, gt=0.0, le=1.0, description="share of fg_size the cut-out's longer side fills (paper: >= 0.7)")
-    ranges: SceneRangesConfig = Field(default_factory=SceneRangesConfig)
-    photometric_ranges: PhotometricRangesConfig = Field(default_factory=PhotometricRangesConfig)
-    min_visibility: float = Field(0.5, ge=0.0, le=1.0, description="objects less visible than this are left out of the labels")
-    s_loss_bound: float | None = Field(10.0, gt=0.0, description="soft clamp of T's loss in S's objective; None = the paper's raw -L_T")
-    s_channels: list[int] = Field(default_factory=lambda: [16, 32, 64], description="S backbone widths (paper: VGG-16 conv1-5, pretrained)")
-    s_branch_channels: int = Field(64, ge=1)
-    s_input_size: int = Field(64, ge=8, description="S resizes its inputs to this (needs >= 7 * 2^len(s_channels))")
-    d_width: float = Field(0.25, gt=0.0, description="PatchDiscriminator width multiplier (paper: 1.0)")
-
-    @field_validator("blend_modes")
-    @classmethod
-    def _blends(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("blend_modes needs at least one mode")
-        for m in value:
-            if m not in TORCH_BLEND_MODES:
-                valid = sorted(TORCH_BLEND_MODES)
-                raise ValueError(f"unknown or non-torch blend mode {m!r}; valid: {', '.join(valid)}")
-        return value
-
-    @field_validator("real_ratio")
-    @classmethod
-    def _ratio(cls, value: str) -> str:
-        try:
-            parse_ratio(value)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SceneTerseConfig:
-        r, s = parse_ratio(self.real_ratio)
-        if self.t_batch_size % (r + s):
-            raise ValueError(f"t_batch_size {self.t_batch_size} must be a multiple of {r + s} (real_ratio {self.real_ratio})")
-        if not self.s_channels or min(self.s_channels) < 1:
-            raise ValueError("s_channels must list positive widths")
-        need = 7 * 2 ** len(self.s_channels)
-        if self.s_input_size < need:
-            raise ValueError(f"s_input_size {self.s_input_size} is too small for {len(self.s_channels)} backbone stages (needs >= {need})")
-        return self
 
 
 @dataclass
@@ -289,13 +105,13 @@ class SyntheticScene:
     """One composite with its labels: ``image`` ``(3, H, W)`` in [0, 1]; ``target`` ``{"boxes":
     (N, 4) float xyxy px, "labels": (N,) int64 1..C}`` of the labelled (visible) objects;
     ``category_ids`` their COCO ids; ``confidence`` ``(N,)`` T's confidence on each when the scene
-    was generated (NaN when unknown); ``params`` JSON-able, enough to replay the image exactly."""
+    was generated (NaN when unknown); ``params`` enough to replay the image exactly."""
 
     image: torch.Tensor
     target: dict[str, torch.Tensor]
     category_ids: list[int]
     confidence: torch.Tensor
-    params: dict[str, Any]
+    params: SceneParams
 
 
 @dataclass
@@ -309,146 +125,42 @@ class SceneTerseResult:
 
 
 # --------------------------------------------------------------------------------------------
-# rendering (shared by S's batches, generation and replay)
+# labels and replay
 
 
-def _background_tensor(backgrounds: Any, params: Mapping[str, Any], canvas: tuple[int, int]) -> torch.Tensor:
-    """Render a background's params at ``canvas`` as ``(3, H, W)`` float32 in [0, 1]; a source that
-    returns another size is resized (bilinear, antialiased) to the canvas."""
-    arr = np.asarray(backgrounds.render_one(params, canvas))
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise InputError(f"background source returned an array of shape {arr.shape}, expected (H, W, 3)", field="backgrounds")
-    t = torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1)
-    t = t.float().div(255.0) if arr.dtype == np.uint8 else t.float()
-    if tuple(t.shape[-2:]) != tuple(canvas):
-        t = F.interpolate(t.unsqueeze(0), size=tuple(canvas), mode="bilinear", align_corners=False, antialias=True)[0]
-    return t.clamp(0.0, 1.0)
-
-
-def _cutout(foregrounds: Any, index: int, size: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut-out ``index`` letterboxed: RGB float in [0, 1] (uint8 is scaled; grey is repeated to RGB)."""
-    rgb, alpha = (torch.as_tensor(v) for v in foregrounds.tensor(int(index)))
-    rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
-    alpha = alpha.float() / 255.0 if alpha.dtype == torch.uint8 else alpha.float()
-    if rgb.ndim == 3 and rgb.shape[0] == 1:
-        rgb = rgb.expand(3, -1, -1)
-    if alpha.ndim == 2:
-        alpha = alpha.unsqueeze(0)
-    return letterbox(rgb, alpha, size, fill)
-
-
-def _composite(
-    params_list: Sequence[Mapping[str, Any]],
-    foregrounds: Any,
-    backgrounds: Any,
-    *,
-    affine: torch.Tensor | None = None,
-    photometric: torch.Tensor | None = None,
-    canvas_in: torch.Tensor | None = None,
-    device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, SceneComposite]:
-    """Render composites of ``params_list`` (all with the same K, size and settings).
-
-    ``affine`` ``(B, K, 6)`` / ``photometric`` ``(B, K, 4)`` override the numbers in the params (S's
-    differentiable outputs); ``canvas_in`` ``(B, 3, H, W)`` is the background with artefacts when
-    already rendered. Returns ``(canvas, composite)``. Composites are grouped by blend mode.
-    """
-    first = params_list[0]
-    H, W = (int(v) for v in first["canvas"])
-    size, fill = int(first["fg_size"]), float(first["fg_fill"])
-    if canvas_in is None:
-        canvas_in = _canvas(params_list, foregrounds, backgrounds, device=device)
-    fgs, alphas = [], []
-    for p in params_list:
-        pairs = [_cutout(foregrounds, o["index"], size, fill) for o in p["objects"]]
-        fgs.append(torch.stack([r for r, _ in pairs]))
-        alphas.append(torch.stack([a for _, a in pairs]))
-    fg = torch.stack(fgs).to(device)
-    fa = torch.stack(alphas).to(device)
-    if affine is None:
-        affine = torch.tensor([[o["affine"] for o in p["objects"]] for p in params_list], dtype=torch.float32, device=device)
-    if photometric is None and first["objects"] and first["objects"][0].get("photometric") is not None:
-        photometric = torch.tensor([[o["photometric"] for o in p["objects"]] for p in params_list], dtype=torch.float32, device=device)
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(params_list):
-        groups.setdefault(p["blend"]["mode"], []).append(i)
-    parts: list[tuple[list[int], SceneComposite]] = []
-    for mode, idx in groups.items():
-        sel = torch.tensor(idx, device=device)
-        comp = paste_objects_batch(
-            fg[sel], fa[sel], canvas_in[sel], affine[sel],
-            photometric_params=None if photometric is None else photometric[sel],
-            blend_mode=mode, cleanup=bool(first["cleanup"]), cleanup_sigma=float(first["cleanup_sigma"]), cleanup_mu=float(first["cleanup_mu"]),
-        )  # fmt: skip
-        parts.append((idx, comp))
-    if len(parts) == 1:
-        return canvas_in, parts[0][1]
-    order = torch.tensor([i for idx, _ in parts for i in idx], device=device)
-    inv = torch.empty_like(order)
-    inv[order] = torch.arange(order.numel(), device=device)
-    cat = {name: torch.cat([getattr(c, name) for _, c in parts])[inv] for name in ("image", "alphas", "visible", "boxes", "visibility")}
-    assert H == canvas_in.shape[-2] and W == canvas_in.shape[-1]
-    return canvas_in, SceneComposite(**cat)
-
-
-def _canvas(params_list: Sequence[Mapping[str, Any]], foregrounds: Any, backgrounds: Any, *, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Backgrounds with their artefacts, ``(B, 3, H, W)``; no gradient needed (nothing learned)."""
-    out = []
-    for p in params_list:
-        canvas = tuple(int(v) for v in p["canvas"])
-        bg = _background_tensor(backgrounds, p["background"], canvas).to(device).unsqueeze(0)
-        art = p.get("artefact")
-        if art is not None:
-            other = _background_tensor(backgrounds, art["background"], canvas).to(device).unsqueeze(0)
-            _, shape = _cutout(foregrounds, art["shape_index"], int(p["fg_size"]), float(p["fg_fill"]))
-            affine = torch.tensor([art["affine"]], dtype=torch.float32, device=device)
-            bg = paste_artefacts_batch(bg, other, shape.unsqueeze(0).to(device), affine, blend_mode=p["blend"]["mode"])
-        out.append(bg)
-    return torch.cat(out)
-
-
-def _labels(comp: SceneComposite, i: int, params: Mapping[str, Any], label_map: LabelMap) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
+def _labels(comp: SceneComposite, i: int, params: SceneParams, label_map: LabelMap) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
     """Target of composite ``i``: the objects visible enough with a box of at least MIN_BOX_SIZE.
     Returns ``(target, category_ids, object positions k)``."""
-    boxes = comp.boxes[i].detach().float().cpu()
-    vis = comp.visibility[i].detach().cpu()
-    min_vis = float(params["min_visibility"])
-    keep = []
-    for k, obj in enumerate(params["objects"]):
-        w, h = float(boxes[k, 2] - boxes[k, 0]), float(boxes[k, 3] - boxes[k, 1])
-        if float(vis[k]) >= min_vis and float(vis[k]) > 0 and w >= MIN_BOX_SIZE and h >= MIN_BOX_SIZE:
-            keep.append(k)
-    cats = [int(params["objects"][k]["category_id"]) for k in keep]
+    boxes, keep = labelled_objects(comp, i, params, MIN_BOX_SIZE)
+    cats = [int(params.objects[k].category_id) for k in keep]
     labels = [label_map.label(c, field=f"objects[{k}].category_id") for c, k in zip(cats, keep)]
-    target = {"boxes": boxes[keep].reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
-    return target, cats, keep
+    return {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64)}, cats, keep
 
 
-def replay_scene(params: Mapping[str, Any], foregrounds: Any, backgrounds: Any, label_map: LabelMap) -> SyntheticScene:
-    """Render a scene again from its ``params`` (bit-identical to the kept one: same code, batch of 1).
+def replay_scene(params: SceneParams | Mapping[str, Any], foregrounds: Any, backgrounds: Any, label_map: LabelMap) -> SyntheticScene:
+    """Composite a scene again from its ``params`` (bit-identical to the kept one: same code, batch
+    of 1); a dict is read with :meth:`SceneParams.from_dict` (older versions included).
 
     ``confidence`` is the one recorded at generation (NaN when the params hold none).
 
     Raises:
-        InputError: params of another version, or a category missing from ``label_map``.
+        InputError: params of a newer version or without a frame, or a category missing from ``label_map``.
     """
+    if not isinstance(params, SceneParams):
+        params = SceneParams.from_dict(dict(params))
     return _render_scene(params, foregrounds, backgrounds, label_map)
 
 
-def _render_scene(params: Mapping[str, Any], foregrounds: Any, backgrounds: Any, label_map: LabelMap, canvas: torch.Tensor | None = None) -> SyntheticScene:
+def _render_scene(params: SceneParams, foregrounds: Any, backgrounds: Any, label_map: LabelMap, canvas: torch.Tensor | None = None) -> SyntheticScene:
     """:func:`replay_scene`; ``canvas`` ``(1, 3, H, W)`` is the scene's background with artefacts when
-    already rendered by :func:`_canvas` (a deterministic function of the params, so reusing it
-    changes no bit)."""
-    if int(params.get("version", -1)) != SCENE_PARAMS_VERSION:
-        raise InputError(f"scene params of version {params.get('version')!r}; this synthloop reads version {SCENE_PARAMS_VERSION}", field="version")
+    already rendered by :func:`~synthloop.compose.scene_batch.canvas_batch` (a deterministic
+    function of the params, so reusing it changes no bit)."""
     with torch.no_grad():
-        _, comp = _composite([params], foregrounds, backgrounds, canvas_in=None if canvas is None else canvas.cpu())
+        _, comp = composite_batch([params], foregrounds, backgrounds, canvas_in=None if canvas is None else canvas.cpu())
     target, cats, _ = _labels(comp, 0, params, label_map)
-    conf = params.get("confidence")
+    conf = params.meta.get("confidence")
     confidence = torch.tensor(conf, dtype=torch.float32) if conf is not None else torch.full((len(cats),), float("nan"))
-    return SyntheticScene(comp.image[0].detach().cpu(), target, cats, confidence, dict(params))
+    return SyntheticScene(comp.image[0].detach().cpu(), target, cats, confidence, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,62 +283,49 @@ class SceneTerse:
         p[:, 5] = p[:, 4].clamp(float(self._aff_lo[5]), float(self._aff_hi[5]))
         return p.tolist()
 
-    def sample_layout(self, g: torch.Generator, cycle: int = 0) -> dict[str, Any]:
+    def sample_layout(self, g: torch.Generator, cycle: int = 0) -> SceneParams:
         """Everything random about a composite except S's outputs: background, foregrounds, blend,
         artefact; with ``synthesizer="random"`` also the placements (and photometrics)."""
         cfg = self.config
         k = cfg.num_objects
         bg = self.backgrounds.sample_one(self.canvas, g)
         index = torch.randint(len(self.foregrounds), (k,), generator=g).tolist()
-        mode = cfg.blend_modes[int(torch.randint(len(cfg.blend_modes), (), generator=g))]
-        artefact = None
+        blend = BlendSpec(cfg.blend_modes[int(torch.randint(len(cfg.blend_modes), (), generator=g))])
+        artefacts, other = [], None
         if cfg.artefacts:
             other = self.backgrounds.sample_one(self.canvas, g)
             shape_index = int(torch.randint(len(self.foregrounds), (), generator=g))
-            artefact = {"background": other, "shape_index": shape_index, "affine": self._uniform_affine(g, 1)[0]}
-        objects = [{"index": int(i), "category_id": self._fg_categories[int(i)]} for i in index]
+            artefacts = [ArtefactParams(shape_index, self._uniform_affine(g, 1)[0], blend)]
+        objects = [ObjectParams(int(i), self._fg_categories[int(i)], [], photometric=None, blend=blend, cleanup=cfg.cleanup) for i in index]
         if cfg.synthesizer == "terse":
             for o, u in zip(objects, torch.rand(k, 2, generator=g, dtype=torch.float64).tolist()):
-                o["anchor"] = [float(v) for v in u]
+                o.anchor = [float(v) for v in u]
         else:
             for o, a in zip(objects, self._uniform_affine(g, k)):
-                o["affine"] = a
+                o.affine = a
             if cfg.photometric:
                 ph = _uniform(g, self._ph_lo, self._ph_hi, (k,))
                 for o, v in zip(objects, to_color_params(ph).tolist()):
-                    o["photometric"] = v
-        return {
-            "version": SCENE_PARAMS_VERSION,
-            "cycle": int(cycle),
-            "canvas": list(self.canvas),
-            "fg_size": cfg.fg_size,
-            "fg_fill": cfg.fg_fill,
-            "cleanup": cfg.cleanup,
-            "cleanup_sigma": cfg.cleanup_sigma,
-            "cleanup_mu": cfg.cleanup_mu,
-            "min_visibility": cfg.min_visibility,
-            "background": bg,
-            "artefact": artefact,
-            "blend": {"mode": mode},
-            "objects": objects,
-        }
+                    o.photometric = v
+        return SceneParams(
+            canvas=self.canvas, background=bg, objects=objects, artefacts=artefacts, artefact_background=other,
+            frame=CutoutFrame(cfg.fg_size, cfg.fg_fill, cfg.cleanup_sigma, cfg.cleanup_mu), min_visibility=cfg.min_visibility,
+            meta={"cycle": int(cycle)},
+        )  # fmt: skip
 
-    def _synth_inputs(self, layouts: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _synth_inputs(self, layouts: Sequence[SceneParams]) -> tuple[torch.Tensor, torch.Tensor]:
         """S's inputs: RGBA cut-outs ``(B, K, 4, s, s)`` and the canvases with artefacts ``(B, 3, H, W)``."""
-        cfg = self.config
-        rgba = torch.stack(
-            [torch.stack([torch.cat(_cutout(self.foregrounds, o["index"], cfg.fg_size, cfg.fg_fill)) for o in p["objects"]]) for p in layouts]
-        ).to(self.device)
-        return rgba, _canvas(layouts, self.foregrounds, self.backgrounds, device=self.device)
+        rgb, alpha = cutouts(layouts, self.foregrounds)
+        return torch.cat([rgb, alpha], 2).to(self.device), canvas_batch(layouts, self.foregrounds, self.backgrounds, device=self.device)
 
-    def _place(self, layouts: Sequence[Mapping[str, Any]], canvas: torch.Tensor, rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _place(self, layouts: Sequence[SceneParams], canvas: torch.Tensor, rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """S's placements ``(B, K, 6)`` and photometrics ``(B, K, 4)`` (or None), differentiable."""
         assert self.synthesizer is not None
         out = self.synthesizer(rgba, canvas)
         photo = to_color_params(out["photometric"]) if "photometric" in out else None
         # translation relative to a random anchor per object (see the module docstring): at raw
         # output 0 an object sits at its anchor, and S moves it anywhere inside the range
-        u = torch.tensor([[o["anchor"] for o in p["objects"]] for p in layouts], dtype=out["raw"].dtype, device=self.device)
+        u = torch.tensor([[o.anchor for o in p.objects] for p in layouts], dtype=out["raw"].dtype, device=self.device)
         u = u.clamp(ANCHOR_EPS, 1.0 - ANCHOR_EPS)
         lo = self._aff_lo[1:3].to(self.device, out["raw"].dtype)
         hi = self._aff_hi[1:3].to(self.device, out["raw"].dtype)
@@ -634,11 +333,11 @@ class SceneTerse:
         params = torch.cat([out["params"][..., :1], t, out["params"][..., 3:]], -1)
         return params, photo
 
-    def composite(self, layouts: Sequence[Mapping[str, Any]], affine: torch.Tensor | None = None, photometric: torch.Tensor | None = None) -> SceneComposite:
+    def composite(self, layouts: Sequence[SceneParams], affine: torch.Tensor | None = None, photometric: torch.Tensor | None = None) -> SceneComposite:
         """Render ``layouts`` (with ``affine``/``photometric`` overriding their numbers) as one batch."""
-        return _composite(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photometric, device=self.device)[1]
+        return composite_batch(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photometric, device=self.device)[1]
 
-    def _targets(self, comp: SceneComposite, layouts: Sequence[Mapping[str, Any]]) -> list[dict[str, torch.Tensor]]:
+    def _targets(self, comp: SceneComposite, layouts: Sequence[SceneParams]) -> list[dict[str, torch.Tensor]]:
         return [{k: v.to(self.device) for k, v in _labels(comp, i, p, self.label_map)[0].items()} for i, p in enumerate(layouts)]
 
     def _frozen(self, *modules: nn.Module | None) -> contextlib.ExitStack:
@@ -672,7 +371,7 @@ class SceneTerse:
         with scoped_rng(derive_seed(cfg.seed, "S-dropout", step), self.device), self._frozen(self.target.model, self.discriminator):
             self.synthesizer.train()
             affine, photo = self._place(layouts, canvas, rgba)
-            comp = _composite(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photo, canvas_in=canvas, device=self.device)[1]
+            comp = composite_batch(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photo, canvas_in=canvas, device=self.device)[1]
             targets = self._targets(comp, layouts)
             loss_t = self.target.loss(comp.image, targets)
             loss = -self._bound(loss_t)
@@ -699,7 +398,7 @@ class SceneTerse:
             rgba, canvas = self._synth_inputs(layouts)
             with scoped_rng(dropout_seed, self.device), self._generation_mode():
                 affine, photo = self._place(layouts, canvas, rgba)
-            return _composite(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photo, canvas_in=canvas, device=self.device)[1].image
+            return composite_batch(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photo, canvas_in=canvas, device=self.device)[1].image
 
     def d_step(self, real: torch.Tensor | None = None, fake: torch.Tensor | None = None) -> dict[str, float]:
         """One D step: ``real`` images vs ``fake`` composites (both ``(B, 3, H, W)``; by default
@@ -762,10 +461,10 @@ class SceneTerse:
                     with scoped_rng(dropout_seed, self.device), self._generation_mode():
                         affine, photo = self._place(layouts, canvas, rgba)
                 for i, p in enumerate(layouts):
-                    for k, o in enumerate(p["objects"]):
-                        o["affine"] = affine[i, k].detach().cpu().tolist()
+                    for k, o in enumerate(p.objects):
+                        o.affine = affine[i, k].detach().cpu().tolist()
                         if photo is not None:
-                            o["photometric"] = photo[i, k].detach().cpu().tolist()
+                            o.photometric = photo[i, k].detach().cpu().tolist()
             # the canvases S saw are reused on the CPU only (replay renders on the CPU)
             reuse = canvas is not None and self.device.type == "cpu"
             # one scene at a time, through replay's code, so a kept scene replays bit-identically
@@ -785,12 +484,12 @@ class SceneTerse:
                 tried += 1
                 if i in conf:
                     scored += 1
-                    is_hard = bool((conf[i] < cfg.hard_threshold).any())
+                    is_hard = is_hard_from_confidence(conf[i], cfg.hard_threshold)
                     hard_count += int(is_hard)
                     if keep == "all" or is_hard:
                         scene.confidence = conf[i]
-                        scene.params["confidence"] = [float(v) for v in conf[i].tolist()]
-                        scene.params["index"] = tried - 1
+                        scene.params.meta["confidence"] = [float(v) for v in conf[i].tolist()]
+                        scene.params.meta["index"] = tried - 1
                         kept.append(scene)
                 if len(kept) >= n:
                     break
@@ -890,7 +589,7 @@ class SceneTerse:
             "config": json.dumps(self.config.to_dict(), sort_keys=True),
             "target": self.target.model.state_dict(),
             "history": json.dumps(self.history),
-            "scenes": json.dumps([s.params for s in self.scenes]),
+            "scenes": json.dumps([s.params.to_dict() for s in self.scenes]),
             "counters": dict(self.counters),
         }
         if self.synthesizer is not None and self.opt_s is not None:
@@ -906,11 +605,7 @@ class SceneTerse:
             InputError: the checkpoint was made with another configuration (``cycles`` may differ).
         """
         saved = json.loads(state["config"])
-        current = self.config.to_dict()
-        diff = sorted(k for k in set(saved) | set(current) if k != "cycles" and saved.get(k) != current.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
-            raise InputError(f"the run was started with a different configuration ({detail}); resume with the same settings", file=path, field=diff[0])
+        check_same_config(saved, self.config.to_dict(), ignore=("cycles",), file=path)  # more cycles extend a run
         self.target.model.load_state_dict(state["target"])
         if self.synthesizer is not None and self.opt_s is not None:
             self.synthesizer.load_state_dict(state["synthesizer"])
@@ -957,7 +652,7 @@ class SceneTerse:
             if out is not None:
                 save_checkpoint(out / "checkpoint.pt", self.state_dict())
                 atomic_write_json(out / "history.json", self.history)
-                atomic_write_json(out / "scenes.json", [s.params for s in self.scenes], indent=None)
+                atomic_write_json(out / "scenes.json", [s.params.to_dict() for s in self.scenes], indent=None)
         return SceneTerseResult(list(self.scenes), list(self.history), self.completed_cycles, out)
 
 
@@ -990,16 +685,13 @@ def write_synthetic_coco(scenes: Sequence[SyntheticScene], out_dir: str | Path, 
             for (x0, y0, x1, y1), label, c in zip(boxes, s.target["labels"].tolist(), conf):
                 attrs = {"confidence": float(c)} if math.isfinite(c) else {}
                 anns.append(Annotation(category_id=label_map.category_id(int(label)), bbox=(x0, y0, x1 - x0, y1 - y0), attributes=attrs))
-            entries.append(ImageEntry(id=i + 1, file_name=name, width=W, height=H, annotations=anns, attributes={"params": s.params}))
+            entries.append(ImageEntry(id=i + 1, file_name=name, width=W, height=H, annotations=anns, attributes={"params": s.params.to_dict()}))
         write_coco_json(stage / ANNOTATIONS_FILE, entries, label_map.categories, info={"description": "TERSE synthetic composites (synthloop.loops.terse_detection)"})
     return out_dir / ANNOTATIONS_FILE
 
 
 __all__ = [
-    "PhotometricRangesConfig",
-    "SceneRangesConfig",
     "SceneTerse",
-    "SceneTerseConfig",
     "SceneTerseResult",
     "SyntheticScene",
     "replay_scene",

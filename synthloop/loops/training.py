@@ -1,9 +1,11 @@
 """Supervised training of image classifiers on tensors held on the training device.
 
-:func:`fit_classifier` is the one training routine behind the TERSE target phase, the MNIST
-baselines and the reference classifier: data stay on the device as tensors, each epoch draws
-its order from an explicit ``torch.Generator`` (on the CPU, so the order is the same on every
-device), and batches are gathered by index, with no per-sample Python work.
+:func:`fit_classifier` is the epoch-based classifier training behind the TERSE target phase, the
+MNIST baselines and the reference classifier: data stay on the device as tensors, each epoch
+draws its order from an explicit ``torch.Generator`` (on the CPU, so the order is the same on
+every device), and batches are gathered by index, with no per-sample Python work.
+:func:`train_classifier` is the step-based one behind the refiners' reference classifiers. Both
+run :func:`synthloop.loops.trainer.fit`.
 
 Dropout and other module randomness draw from torch's global generator, which has no
 per-module handle; :func:`scoped_rng` seeds it inside a ``torch.random.fork_rng`` block so a
@@ -22,9 +24,9 @@ from torch import nn
 
 from synthloop.data.affnist import apply_affnist, sample_affnist_params
 from synthloop.errors import InputError
+from synthloop.loops.trainer import fit
 from synthloop.metrics.classification import check_dataset, check_labels, model_device
 from synthloop.models.classifiers import MNISTClassifier
-from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.targets import ClassifierTarget, freeze
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -56,6 +58,41 @@ def _epoch_index(sizes: Sequence[int], subsample: Sequence[int | None], generato
         else:
             out.append(torch.randperm(n, generator=generator)[:k])
     return out
+
+
+def _cross_entropy(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    images, labels = batch
+    return F.cross_entropy(model(images), labels)
+
+
+def _epoch_batches(
+    sources: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    sizes: Sequence[int],
+    subsample: Sequence[int | None],
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` batches on ``device``: per epoch, the union of the sources (or their
+    subsets) in a random order; batches of one sample are skipped (BatchNorm cannot train on them)."""
+    for _ in range(epochs):
+        index = _epoch_index(sizes, subsample, generator)
+        offsets = torch.tensor([0] + [len(i) for i in index]).cumsum(0)
+        order = torch.randperm(int(offsets[-1]), generator=generator)
+        for start in range(0, order.numel(), batch_size):
+            sel = order[start : start + batch_size]
+            if sel.numel() < 2:
+                continue
+            xs, ys = [], []
+            for k, (x, y) in enumerate(sources):
+                part = sel[(sel >= offsets[k]) & (sel < offsets[k + 1])] - offsets[k]
+                if part.numel():
+                    rows = index[k][part].to(x.device)
+                    xs.append(x[rows])
+                    ys.append(y[rows])
+            yield torch.cat(xs).to(device, non_blocking=True), torch.cat(ys).to(device, non_blocking=True)
 
 
 def fit_classifier(
@@ -99,42 +136,46 @@ def fit_classifier(
     if len(subsample) != len(sources):
         raise ValueError(f"subsample has {len(subsample)} entries for {len(sources)} sources")
     device = model_device(model)
-    guard_strided_1x1_convs(model)
     with freeze(model):  # eval mode: the check must not draw from the dropout RNG
         ClassifierTarget(model, num_classes).check_output(sources[0][0][:2].to(device))
     sizes = [x.shape[0] for x, _ in sources]
     per_epoch = sum(n if k is None else min(n, k) for n, k in zip(sizes, subsample))
     n_batches = sum(1 for s in range(0, per_epoch, batch_size) if min(batch_size, per_epoch - s) >= 2)
     total = n_batches * epochs
-    model.train()
+    batches = _epoch_batches(sources, sizes, subsample, epochs=epochs, batch_size=batch_size, generator=generator, device=device)
+    on_step = None if progress is None else (lambda step, _loss: progress(task, step, total))
+    losses = fit(model, optimizer, batches, _cross_entropy, on_step=on_step, what="classifier")
     loss_sum = torch.zeros((), device=device)
-    done = 0
-    for _ in range(epochs):
-        index = _epoch_index(sizes, subsample, generator)
-        offsets = torch.tensor([0] + [len(i) for i in index]).cumsum(0)
-        order = torch.randperm(int(offsets[-1]), generator=generator)
-        for start in range(0, order.numel(), batch_size):
-            sel = order[start : start + batch_size]
-            if sel.numel() < 2:  # BatchNorm cannot train on a single sample
-                continue
-            xs, ys = [], []
-            for k, (x, y) in enumerate(sources):
-                part = sel[(sel >= offsets[k]) & (sel < offsets[k + 1])] - offsets[k]
-                if part.numel():
-                    rows = index[k][part].to(x.device)
-                    xs.append(x[rows])
-                    ys.append(y[rows])
-            images = torch.cat(xs).to(device, non_blocking=True)
-            labels = torch.cat(ys).to(device, non_blocking=True)
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            done += 1
-            if progress is not None:
-                progress(task, done, total)
+    for loss in losses:
+        loss_sum += loss
+    done = len(losses)
     return {"loss": float(loss_sum) / max(done, 1), "batches": float(done), "samples": float(per_epoch)}
+
+
+def train_classifier(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    generator: torch.Generator,
+) -> list[float]:
+    """Train ``model`` (on its device) with Adam and cross-entropy on ``steps`` random batches of
+    ``images`` ``Tensor[N, C, H, W]`` / ``labels`` ``Tensor[N]`` drawn (with replacement) from
+    ``generator``. Returns the losses; the model is left in ``eval()`` mode."""
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(steps):
+            idx = torch.randint(images.shape[0], (batch_size,), generator=generator)
+            yield images[idx].to(device), labels[idx].to(device)
+
+    losses = fit(model, opt, batches(), _cross_entropy, what="classifier")
+    model.eval()
+    return [float(v) for v in losses]
 
 
 def recipe_copy(images: torch.Tensor, generator: torch.Generator, chunk: int = 4096) -> torch.Tensor:

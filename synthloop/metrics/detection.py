@@ -29,9 +29,10 @@ from pycocotools.cocoeval import COCOeval
 
 from synthloop.data.coco import coco_json
 from synthloop.data.dataset import Dataset
+from synthloop.data.tensors import load_images
 from synthloop.errors import InputError
 from synthloop.metrics.classification import model_device
-from synthloop.models.detection import DetectionTarget, load_images
+from synthloop.models.detection import DetectionTarget
 from synthloop.models.targets import freeze
 
 AP_THRESHOLDS: dict[str, float] = {"ap50": 0.5, "ap60": 0.6, "ap70": 0.7, "ap80": 0.8}
@@ -202,3 +203,15 @@ def hard_positive_fraction(confidences: torch.Tensor | Sequence[float], threshol
         raise InputError("confidences must lie in [0, 1]", field="confidences")
     return float((c < threshold).double().mean())
 
+
+def predicted_confidence(target: DetectionTarget, images: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]], *, batch_size: int = 16) -> list[torch.Tensor]:
+    """Per image, ``target``'s confidence on each labelled object (see
+    :meth:`~synthloop.models.detection.DetectionTarget.confidence`), no gradient."""
+    device = model_device(target.model)
+    out: list[torch.Tensor] = []
+    with freeze(target.model), torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start : start + batch_size].to(device)
+            tg = [{k: torch.as_tensor(v).to(device) for k, v in t.items()} for t in targets[start : start + batch_size]]
+            out += [c.float().cpu() for c in target.confidence(chunk, tg)]
+    return out

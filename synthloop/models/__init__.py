@@ -17,7 +17,7 @@ from synthloop.models.synthesizer import (
     init_xavier,
     to_color_params,
 )
-from synthloop.models.discriminator import PatchDiscriminator, d_loss, g_loss
+from synthloop.models.discriminator import PatchDiscriminator
 from synthloop.models.refiners import PixelDAGenerator, ResnetGenerator, SmallResNet  # noqa: F401  (registers them)
 from synthloop.models.targets import (
     ClassifierTarget,
@@ -43,9 +43,7 @@ __all__ = [
     "SceneSynthesizer",
     "Target",
     "create_model",
-    "d_loss",
     "freeze",
-    "g_loss",
     "hardness_from_probs",
     "init_xavier",
     "is_frozen",

@@ -54,7 +54,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -68,8 +67,7 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, box_iou
 
-from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
-from synthloop.data.images import load_image
+from synthloop.data.dataset import Annotation, Category, Dataset
 from synthloop.errors import InputError
 
 DETECTION_MODEL_TYPES: tuple[type[nn.Module], ...] = (GeneralizedRCNN, SSD, RetinaNet, FCOS)
@@ -435,7 +433,13 @@ class DetectionTarget:
         th = self.hard_threshold if threshold is None else float(threshold)
         with torch.no_grad():
             conf = self.confidence(images, targets)
-        return torch.tensor([bool((c < th).any()) for c in conf], dtype=torch.bool, device=images.device)
+        return torch.tensor([is_hard_from_confidence(c, th) for c in conf], dtype=torch.bool, device=images.device)
+
+
+def is_hard_from_confidence(confidence: torch.Tensor, threshold: float = 0.5) -> bool:
+    """TERSE A.2's hard rule on one image's per-object confidences ``Tensor[N]``: some object below
+    ``threshold`` (an image without objects is never hard)."""
+    return bool((confidence < threshold).any())
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,16 +573,3 @@ def count_parameters(model: nn.Module) -> int:
 def dataset_targets(dataset: Dataset, label_map: LabelMap) -> list[dict[str, torch.Tensor]]:
     """One torchvision target dict per image of ``dataset`` (see :meth:`LabelMap.target`)."""
     return [label_map.target(im.annotations, where=f"images[{i}].annotations") for i, im in enumerate(dataset.images)]
-
-
-def load_images(dataset: Dataset, entries: Sequence[ImageEntry] | None = None) -> torch.Tensor:
-    """The images of ``dataset`` (or of ``entries``) as ``Tensor[N, 3, H, W]`` float32 in [0, 1];
-    they must all have one size."""
-    entries = list(dataset.images if entries is None else entries)
-    if not entries:
-        return torch.empty(0, 3, 0, 0)
-    sizes = {(im.height, im.width) for im in entries}
-    if len(sizes) != 1:
-        raise InputError(f"images of several sizes {sorted(sizes)} cannot be stacked", field="images")
-    arrays = [load_image(dataset.image_path(im), mode="RGB") for im in entries]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)

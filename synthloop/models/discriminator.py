@@ -1,14 +1,13 @@
-"""TERSE's natural-image discriminator D (section 3.3, supplementary A.2) and its losses.
+"""TERSE's natural-image discriminator D (section 3.3, supplementary A.2).
 
 D tells real images from composites; the synthesizer is trained to fool it. ``D(I)`` in the
-paper is a probability; here D returns logits and the losses use ``binary_cross_entropy_with_logits``
-(numerically stable, same optimum).
+paper is a probability; here D returns logits and its losses
+(:func:`~synthloop.functional.losses.d_loss`, :func:`~synthloop.functional.losses.g_loss`) use
+``binary_cross_entropy_with_logits`` (numerically stable, same optimum).
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from synthloop.models.registry import register_model
@@ -63,26 +62,3 @@ class PatchDiscriminator(nn.Sequential):
                 nn.init.normal_(m.weight, 0.0, init_std)
                 nn.init.zeros_(m.bias)
 
-
-def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Discriminator loss, the negative of TERSE eq. 2: ``BCE(D(r), 1) + BCE(D(f), 0)``.
-
-    Minimising it maximises ``E_r log D(r) + E_f log(1 - D(f))``; each term is a mean over
-    images and patches. Detach ``fake_logits``' input when updating D alone.
-
-    Shapes: any two logit tensors (e.g. ``Tensor[N, 1, h, w]``) -> scalar.
-    """
-    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return real + fake
-
-
-def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Synthesizer (generator) adversarial loss: ``BCE(D(f), 1)`` = ``-E_f log D(f)``.
-
-    This is the non-saturating form of S's side of eq. 3 (``min_S E_f log(1 - D(f))``): same
-    fixed point, but strong gradients when D confidently rejects the composites.
-
-    Shapes: ``Tensor[N, 1, h, w]`` (any shape) -> scalar.
-    """
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))

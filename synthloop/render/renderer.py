@@ -1,59 +1,29 @@
-"""The glyph renderer: config, :class:`Renderer` (sample / apply / render), and dataset writing.
+"""The glyph renderer: :class:`RenderConfig` and :class:`Renderer` (batched generation in memory).
 
 ``Renderer(config)`` rasterises its glyphs once (see :mod:`synthloop.render.glyphs`), then renders
-batches in torch: ``sample(n, generator)`` draws :class:`~synthloop.render.variations.RenderParams`,
+batches in torch: ``sample(n, generator)`` draws :class:`~synthloop.render.params.RenderParams`,
 ``apply(params)`` turns them into images, labels and masks, and ``to_records`` / ``from_records``
-round-trip params through JSON bit-exactly.
-
-:func:`write_dataset` renders ``count`` images into a folder that is at once an image-folder
-dataset (``images/<class>/<id>.png``, readable by ``torchvision.datasets.ImageFolder``) and a COCO
-instances dataset (``annotations.json``, one annotation per image with the visible glyph's RLE
-mask), with ``params.jsonl`` (every image's params), the resolved ``config.yaml`` and ``run.json``
-(seed, version, commit). The folder appears only when everything was written.
+round-trip params through JSON bit-exactly. Writing datasets is :mod:`synthloop.jobs.render`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import multiprocessing
-import os
-import shutil
-import subprocess
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pydantic import Field, field_validator
 
 from synthloop.config import Config
-from synthloop.data._io import make_temp_sibling
-from synthloop.data.coco import write_coco_json
-from synthloop.data.dataset import Annotation, Category, ImageEntry
-from synthloop.data.images import encode_png
 from synthloop.errors import InputError
-from synthloop.functional.masks import masks_to_boxes
-from synthloop.render.glyphs import GlyphSet, find_fonts, safe_class_name
-from synthloop.render.variations import (
-    PhotoSource,
-    Rendered,
-    RenderParams,
-    Stage,
-    VariationConfig,
-    apply,
-    params_from_records,
-    params_to_records,
-    sample_params,
-)
-from synthloop.utils.atomic import atomic_write_json, atomic_write_text
-from synthloop.utils.seeding import make_generator
+from synthloop.render.apply import Rendered, apply
+from synthloop.render.config import VariationConfig
+from synthloop.render.glyphs import GlyphSet, find_fonts
+from synthloop.render.params import RenderParams, Stage, params_from_records, params_to_records
+from synthloop.render.photos import PhotoSource
+from synthloop.render.sample import sample_params
 
 TILE_FILL = 0.75
 """Fraction of a glyph tile its longer side spans (the margin leaves room for thicker strokes)."""
@@ -71,18 +41,10 @@ class ShapeConfig(Config):
     file: str
 
 
-class OutputConfig(Config):
-    coco: bool = True  # also write annotations.json next to the class folders
-    masks: bool = False  # also write masks/<class>/<id>.png (visible glyph, 0/255)
-    workers: int = Field(1, ge=1, le=64, description="processes rendering and writing batches in parallel")
-
-
 class RenderConfig(VariationConfig):
-    """Everything ``synthloop render`` needs: what to draw, how large, and the latent variations."""
+    """The :class:`Renderer`'s settings: what to draw, how large, and the latent variations (the
+    ``synthloop render`` job adds what to write: :class:`~synthloop.jobs.render.RenderJobConfig`)."""
 
-    count: int = Field(1000, ge=1, description="images to write")
-    seed: int = 0
-    batch_size: int = Field(512, ge=1)
     size: tuple[int, int] = Field((28, 28), description="output (H, W); an int means square")
     channels: Literal[1, 3] = 1
     glyph_size: float = Field(20.0 / 28.0, gt=0.0, le=2.0, description="glyph's longer side as a fraction of min(H, W)")
@@ -90,7 +52,6 @@ class RenderConfig(VariationConfig):
     fonts: list[str] = Field(default_factory=list, description="font files or folders; empty = matplotlib's bundled fonts")
     chars: str = "0123456789"
     shapes: list[ShapeConfig] = Field(default_factory=list)
-    output: OutputConfig = Field(default_factory=OutputConfig)
 
     @field_validator("size", mode="before")
     @classmethod
@@ -196,7 +157,7 @@ class Renderer:
         return self.apply(self.sample(n, generator, labels))
 
     def to_records(self, params: RenderParams) -> list[dict[str, Any]]:
-        """One JSON-ready dict per sample (see :func:`~synthloop.render.variations.params_to_records`)."""
+        """One JSON-ready dict per sample (see :func:`~synthloop.render.params.params_to_records`)."""
         return params_to_records(params, self._keys)
 
     def from_records(self, records: Sequence[dict[str, Any]]) -> RenderParams:
@@ -208,182 +169,3 @@ class Renderer:
             return self.glyphs.index_of(key, field=where)
 
         return params_from_records(records, index, self.config.channels, self.config)
-
-
-# ---------------------------------------------------------------------------------------------
-# dataset writing
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """``Tensor[B, C, H, W]`` in [0, 1] -> ``uint8 (B, H, W)`` (C = 1) or ``(B, H, W, 3)``."""
-    u8 = (x.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
-    u8 = u8[:, 0] if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1)
-    return np.ascontiguousarray(u8.numpy())
-
-
-def _git_commit() -> str | None:
-    """The commit of the source tree synthloop is imported from, if it is a git checkout."""
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = res.stdout.strip() if res.returncode == 0 else ""
-    return commit or None
-
-
-def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("output path exists and is not a folder", file=out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise InputError("output folder is not empty (pass --overwrite to replace it)", file=out_dir)
-
-
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Move the finished ``stage`` folder onto ``out_dir`` (replacing it) with renames only."""
-    old = None
-    if out_dir.exists():
-        if any(out_dir.iterdir()):
-            old = make_temp_sibling(out_dir, "old")
-            os.replace(out_dir, old)
-        else:
-            out_dir.rmdir()
-    os.replace(stage, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-class _BatchWriter:
-    """Renders batch ``b`` of a dataset and writes its image (and mask) files into ``stage``.
-
-    Returns what the parent process collects in batch order: the ``params.jsonl`` lines and, per
-    image, ``(id, file_name, label, bbox xywh, RLE or None, visibility)``.
-    """
-
-    def __init__(self, config: RenderConfig, stage: Path, renderer: Renderer | None = None):
-        self.config, self.stage = config, stage
-        self.renderer = renderer or Renderer(config)
-        self.folders = [safe_class_name(c) for c in self.renderer.classes]
-
-    def __call__(self, job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
-        b, start, m = job
-        r = self.renderer
-        params = r.sample(m, make_generator(self.config.seed, "render", b))
-        batch = r.apply(params)
-        labels = batch.label.tolist()
-        names = [f"{self.folders[label]}/{start + j:06d}.png" for j, label in enumerate(labels)]
-        visible_t = batch.mask[:, 0] >= 0.5
-        visible = visible_t.numpy()
-        files = [(self.stage / "images" / n, px) for n, px in zip(names, _to_uint8(batch.image))]
-        if self.config.output.masks:
-            files += [(self.stage / "masks" / n, v) for n, v in zip(names, visible)]
-        for path, pixels in files:
-            path.write_bytes(encode_png(pixels))
-        boxes = masks_to_boxes(visible_t)
-        boxes[:, 2:] -= boxes[:, :2]  # xyxy -> xywh
-        rles = mask_utils.encode(np.asfortranarray(visible.transpose(1, 2, 0), dtype=np.uint8))
-        nonempty = visible_t.flatten(1).any(1).tolist()
-        visibility = batch.visibility.tolist()
-        lines, rows = [], []
-        for j, rec in enumerate(r.to_records(params)):
-            idx, label, file_name = start + j, labels[j], f"images/{names[j]}"
-            rows.append((idx, file_name, label, tuple(boxes[j].tolist()), rles[j] if nonempty[j] else None, round(visibility[j], 6)))
-            lines.append(json.dumps({"id": idx, "file_name": file_name, "label": label, "class": r.classes[label], "params": rec}, separators=(",", ":")))
-        return lines, rows
-
-
-_WORKER: _BatchWriter | None = None
-
-
-def _init_worker(config: dict[str, Any], stage: str) -> None:
-    global _WORKER
-    torch.set_num_threads(1)
-    _WORKER = _BatchWriter(RenderConfig.model_validate(config), Path(stage))
-
-
-def _run_job(job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
-    assert _WORKER is not None
-    return _WORKER(job)
-
-
-def write_dataset(
-    config: RenderConfig,
-    out_dir: str | Path,
-    *,
-    overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Render ``config.count`` images into ``out_dir``.
-
-    Layout: ``images/<class>/<id>.png`` (``uint8`` grey or RGB), ``masks/<class>/<id>.png`` when
-    ``output.masks``, ``annotations.json`` (COCO; category id = label, name = class; one
-    annotation per image whose glyph is visible, with ``attributes.visibility``) when
-    ``output.coco``, ``params.jsonl`` (per image: ``id``, ``file_name``, ``label``, ``class``,
-    ``params``), ``config.yaml`` and ``run.json``.
-
-    Batch ``b`` draws from ``make_generator(seed, "render", b)``, so the same config (batch size
-    included) writes the same dataset, with any number of ``output.workers`` (spawned processes,
-    one torch thread each, each rendering and writing whole batches). Everything is written into a
-    hidden sibling folder that is renamed onto ``out_dir`` at the end: a failed or interrupted
-    run leaves ``out_dir`` untouched.
-
-    Args:
-        progress: called with ``(done, total)`` after each batch.
-    Returns:
-        The ``run.json`` contents.
-    """
-    from synthloop import __version__
-
-    out_dir = Path(out_dir)
-    _prepare_out(out_dir, overwrite)
-    t0 = time.perf_counter()
-    renderer = Renderer(config)  # bad fonts, shapes or photos fail here, before anything is written
-    classes = renderer.classes
-    stage = make_temp_sibling(out_dir, "render")
-    jobs, start = [], 0
-    for b in range(math.ceil(config.count / config.batch_size)):
-        m = min(config.batch_size, config.count - start)
-        jobs.append((b, start, m))
-        start += m
-    try:
-        for kind in ("images", "masks") if config.output.masks else ("images",):
-            for c in classes:
-                (stage / kind / safe_class_name(c)).mkdir(parents=True)
-        images: list[ImageEntry] = []
-        with open(stage / "params.jsonl", "w") as jsonl, contextlib.ExitStack() as stack:
-            if config.output.workers == 1:
-                results = map(_BatchWriter(config, stage, renderer), jobs)
-            else:
-                ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
-                pool = stack.enter_context(ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage))))
-                results = pool.map(_run_job, jobs)
-            done = 0
-            for lines, rows in results:
-                jsonl.write("\n".join(lines) + "\n")
-                for idx, file_name, label, box, rle, visibility in rows:
-                    anns = [] if rle is None else [Annotation.from_rle(label, box, rle, attributes={"visibility": visibility})]
-                    images.append(ImageEntry(idx, file_name, config.size[1], config.size[0], anns))
-                done += len(rows)
-                if progress is not None:
-                    progress(done, config.count)
-        if config.output.coco:
-            categories = [Category(i, name, "glyph") for i, name in enumerate(classes)]
-            write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
-        atomic_write_text(stage / "config.yaml", config.to_yaml())
-        run = {
-            "command": "render",
-            "seed": config.seed,
-            "count": config.count,
-            "classes": classes,
-            "workers": config.output.workers,
-            "synthloop_version": __version__,
-            "commit": _git_commit(),
-            "torch_version": torch.__version__,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
-        atomic_write_json(stage / "run.json", run)
-        _publish(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return run
-

@@ -201,7 +201,7 @@ def build_detection_report(
     histogram of the generated objects, per-cycle sample grids (green = detected, red = missed),
     the fine-tuned model on evaluation images, loss curves and the per-cycle history.
 
-    ``cfg`` is the job's :class:`~synthloop.jobs.terse_detection.TerseDetectionJobConfig`,
+    ``cfg`` is the job's :class:`~synthloop.jobs.terse_detection_config.TerseDetectionJobConfig`,
     ``metrics`` what the job writes to ``metrics.json``."""
     thr = float(cfg.loop.hard_threshold)
     names = dict(zip(label_map.category_ids, label_map.names))
@@ -236,7 +236,7 @@ def build_detection_report(
     blocks.append(Heading("Generated hard examples per cycle"))
     per_cycle: dict[int, list[Any]] = {}
     for s in scenes:
-        per_cycle.setdefault(int(s.params.get("cycle", 0)), []).append(s)
+        per_cycle.setdefault(int(s.params.meta.get("cycle", 0)), []).append(s)
     n = int(cfg.report.samples_per_cycle)
     if n and per_cycle:
         for cycle in sorted(per_cycle):

@@ -1,9 +1,13 @@
-"""Small helpers for run records: UTC timestamps and the keys in which two configs differ."""
+"""Small helpers for run records: UTC timestamps, the keys in which two configs differ, and the
+one resume check every job and loop uses (:func:`check_same_config`)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
+
+from synthloop.errors import InputError
 
 
 def utc_now() -> str:
@@ -22,4 +26,29 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix or "<root>"]
 
 
-__all__ = ["diff_keys", "utc_now"]
+def _at(d: Any, path: str) -> Any:
+    for k in path.split(".") if path != "<root>" else []:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_same_config(stored: Any, current: Any, *, ignore: tuple[str, ...] = (), file: str | Path | None = None) -> None:
+    """Refuse to resume a run whose stored config differs from ``current`` (nested dicts).
+
+    Keys in ``ignore`` (dotted, e.g. ``"loop.cycles"``: more cycles extend a run) may differ.
+
+    Raises:
+        InputError: naming ``file``, the first differing key as the field, and every change.
+    """
+    diff = [k for k in diff_keys(stored, current) if k not in ignore]
+    if diff:
+        detail = ", ".join(f"{k}: {_short(_at(stored, k))} -> {_short(_at(current, k))}" for k in diff)
+        raise InputError(f"the run was started with a different configuration (changed: {detail}); resume with the same settings", file=file, field=diff[0])
+
+
+__all__ = ["check_same_config", "diff_keys", "utc_now"]

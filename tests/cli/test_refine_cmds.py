@@ -7,9 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from synthloop.cli import app
-from synthloop.config import build_config
-from synthloop.loops import refine as refine_mod
-from synthloop.loops.refine import CycleGANTrainer, RefineConfig, run_refine
+from synthloop.loops.refine.divergence import DivergenceConfig
 
 runner = CliRunner()
 
@@ -88,32 +86,6 @@ def test_refine_command_end_to_end(data):
     assert r.exit_code == 2 and "nothing to resume" in r.output
 
 
-def test_interrupted_run_resumes_to_the_same_result(data, monkeypatch):
-    tmp_path, syn, real = data
-    cfg = build_config(RefineConfig, yaml.safe_load(_config(tmp_path, syn, real).read_text()), ["cyclegan.steps=5", "evaluation.enabled=false"])
-    run_refine(cfg, tmp_path / "straight")
-
-    original = CycleGANTrainer.train_step
-
-    def crash_at_step_4(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(CycleGANTrainer, "train_step", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        run_refine(cfg, tmp_path / "interrupted")
-    assert len(json.loads((tmp_path / "interrupted" / "losses.json").read_text())) == 2  # last checkpoint: step 2
-    monkeypatch.setattr(CycleGANTrainer, "train_step", original)
-    run_refine(cfg, tmp_path / "interrupted", resume=True)
-    a = (tmp_path / "straight" / "losses.json").read_text()
-    b = (tmp_path / "interrupted" / "losses.json").read_text()
-    assert a == b
-    for p in (tmp_path / "straight" / "refined").rglob("*.png"):
-        q = tmp_path / "interrupted" / "refined" / p.relative_to(tmp_path / "straight" / "refined")
-        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(q)))
-
-
 def test_mrgan_and_pixelda_through_the_command(data):
     tmp_path, syn, real = data
     stage = {**TINY, "steps": 1, "pretrain_g_steps": 1, "pretrain_d_steps": 0, "g_updates_per_step": 1}
@@ -159,4 +131,4 @@ def test_divergence_stops_the_command_and_is_recorded(data):
     r = runner.invoke(app, ["refine", str(cfg), "divergence.action=record", "--out", str(tmp_path / "div2")])
     assert r.exit_code == 0, r.output
     assert "1 divergence event(s)" in r.output
-    assert refine_mod.DivergenceConfig().action == "raise"
+    assert DivergenceConfig().action == "raise"

@@ -10,7 +10,8 @@ from synthloop.cli import app
 from synthloop.config import load_config
 from synthloop.data.coco import read_coco, rle_to_mask
 from synthloop.data.images import encode_png, load_image
-from synthloop.render import VARIATIONS, Renderer, RenderConfig, bundled_font_dir
+from synthloop.jobs.render import RenderJobConfig
+from synthloop.render import VARIATIONS, Renderer, bundled_font_dir
 
 runner = CliRunner()
 
@@ -49,8 +50,8 @@ def test_render_writes_image_folder_coco_and_replayable_params(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 4 and run["count"] == 23 and "synthloop_version" in run and "commit" in run
     # the resolved config reads back into the same config
-    saved = load_config(RenderConfig, out / "config.yaml")
-    assert saved == load_config(RenderConfig, cfg, ["size=[28,28]"])
+    saved = load_config(RenderJobConfig, out / "config.yaml")
+    assert saved == load_config(RenderJobConfig, cfg, ["size=[28,28]"])
     # COCO: one annotation per image, category = label, mask = the written mask image
     ds = read_coco(out / "annotations.json", check_images=True)
     records = [json.loads(line) for line in (out / "params.jsonl").read_text().splitlines()]

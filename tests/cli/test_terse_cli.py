@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from synthloop.cli import app
 from synthloop.experiments.affnist import EfficiencyConfig
+from synthloop.loops.terse_classification import TerseClassificationConfig
 from synthloop.jobs.demo import run_terse_demo
 
 runner = CliRunner()
@@ -51,7 +52,7 @@ def test_terse_train_config_errors_are_one_line(tmp_path):
 def test_terse_demo_writes_a_self_contained_report(tmp_path):
     cfg = EfficiencyConfig(
         train_digits=300, test_digits=200, base_epochs=2, steps=2, step_size=50, finetune_epochs=1, finetune_real_per_epoch=300,
-        s_batch_size=64, s_min_steps=1, s_max_steps=3, reference_epochs=1, hard_margin=0.0,
+        reference_epochs=1, loop=TerseClassificationConfig(s_batch_size=64, s_min_steps=1, s_max_steps=3, hard_margin=0.0),
     )  # fmt: skip
     buf = io.StringIO()
     result = run_terse_demo(tmp_path, config=cfg, console=Console(file=buf, width=140))

@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from synthloop.cli import app
-from synthloop.jobs.terse_detection import load_job_config
+from synthloop.jobs.terse_detection_config import load_job_config
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "terse_detection"

@@ -308,3 +308,10 @@ def test_coco_json_annotation_ids_and_area(tmp_path):
     assert "segmentation" not in doc["annotations"][1]
     dup = [Annotation(1, (0, 0, 1, 1), id=4), Annotation(1, (0, 0, 1, 1), id=4)]
     assert [a["id"] for a in coco_json([ImageEntry(1, "x.png", 8, 8, dup)], CATEGORIES)["annotations"]] == [1, 2]
+
+
+def test_annotation_from_json_style_rle():
+    m = np.zeros((6, 7), bool)
+    m[1:4, 2:5] = True
+    ann = Annotation.from_rle(1, (2.0, 1.0, 3.0, 3.0), mask_to_rle(m))
+    assert np.array_equal(ann.mask, m)

@@ -5,6 +5,7 @@ import torch
 from functional_helpers import gradcheck, rand, tol
 
 from synthloop.functional import BLEND_MODES, DIFFERENTIABLE_BLEND_MODES, blend
+from synthloop.functional.blend import BlendMode, blend_into, blend_mode, blend_np, blend_options, register_blend, window_margin
 
 # The central list: every parametrised test below runs over all registered modes.
 ALL_MODES = BLEND_MODES
@@ -260,3 +261,78 @@ def test_unknown_blend_option_is_an_error():
     assert blend_options("gaussian") == ("sigma",)
     with _pytest.raises(ValueError, match="sigmaa"):
         _blend(x, a, x, "gaussian", sigmaa=3.0)
+
+
+@pytest.mark.parametrize("mode,opts,tol", [("none", {}, 0.02), ("alpha", {}, 0.02), ("gaussian", {"sigma": 1.5}, 0.02), ("box", {"kernel_size": 5}, 0.02), ("motion", {"kernel_size": 5, "angle": 30.0}, 0.25), ("pyramid", {"levels": 3}, 0.08)])
+def test_numpy_blend_agrees_with_torch_blend(mode, opts, tol):
+    g = torch.Generator().manual_seed(0)
+    fg, bg = torch.rand(1, 3, 33, 41, generator=g), torch.rand(1, 3, 33, 41, generator=g)
+    a = torch.zeros(1, 1, 33, 41)
+    a[..., 8:25, 10:30] = 1
+    ref = blend(fg, a, bg, mode, **opts)[0].permute(1, 2, 0).numpy()
+    hwc = lambda t: np.ascontiguousarray(t[0].permute(1, 2, 0).numpy())
+    fast = blend_np(hwc(fg), np.ascontiguousarray(a[0, 0].numpy()), hwc(bg), mode, opts)
+    assert np.abs(fast - ref).max() < tol
+
+
+@pytest.mark.parametrize("mode,opts", [("none", {}), ("alpha", {}), ("gaussian", {"sigma": 1.5}), ("box", {"kernel_size": 5}), ("motion", {"kernel_size": 7, "angle": 30.0}), ("pyramid", {"levels": 3}), ("poisson", {})])
+def test_blend_into_a_canvas_view_equals_blend_np(mode, opts):
+    rng = np.random.default_rng(0)
+    canvas = rng.random((60, 70, 3), dtype=np.float32)
+    before = canvas.copy()
+    fg = rng.random((30, 40, 4), dtype=np.float32)  # RGBA: the alpha channel is ignored
+    alpha = np.zeros((30, 40), np.float32)
+    alpha[6:24, 8:30] = 1.0
+    alpha[10:14, 12:20] = 0.5
+    view = canvas[20:50, 15:55]
+    ref = blend_np(np.ascontiguousarray(fg[..., :3]), alpha, view.copy(), mode, opts)
+    blend_into(view, fg, alpha, mode, opts)
+    assert np.abs(view - ref).max() < 1e-6
+    assert view.min() >= 0.0 and view.max() <= 1.0
+    outside = np.ones(canvas.shape[:2], bool)
+    outside[20:50, 15:55] = False
+    assert np.array_equal(canvas[outside], before[outside])  # only the view was written
+    if mode in ("none", "alpha"):
+        assert np.array_equal(view[6:24, 8:10], fg[6:24, 8:10, :3])  # alpha 1: the foreground, exactly
+        assert np.array_equal(view[:5], before[20:25, 15:55])  # alpha 0: the background, exactly
+
+
+# --------------------------------------------------------------------------------------------
+# the registry
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_every_mode_runs_on_both_paths_with_its_defaults(mode):
+    spec = blend_mode(mode)
+    assert spec.name == mode and blend_options(mode) == tuple(spec.defaults)
+    assert set(spec.sampled) <= set(spec.defaults)
+    rng = np.random.default_rng(0)
+    fg, bg = rng.random((20, 24, 3), dtype=np.float32), rng.random((20, 24, 3), dtype=np.float32)
+    a = np.zeros((20, 24), np.float32)
+    a[5:15, 6:18] = 1.0
+    assert blend_np(fg, a, bg, mode).shape == bg.shape
+    t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None]
+    assert blend(t(fg), torch.from_numpy(a)[None, None], t(bg), mode, **spec.defaults).shape == (1, 3, 20, 24)
+
+
+def test_window_margins():
+    assert [window_margin(m) for m in ALL_MODES] == [1, 1, 7, 3, 3, 16, 3]
+    assert window_margin("gaussian", {"sigma": 0.5}) == 3
+    assert window_margin("box", {"kernel_size": 9}) == 5
+    # a motion blend blurs with 7 taps by default, yet without a kernel_size its window has always
+    # had a 5-tap margin (kept: a wider window changes float rounding of the output)
+    assert blend_mode("motion").defaults["kernel_size"] == 7
+    assert window_margin("motion", {}) == 3 and window_margin("motion", {"kernel_size": 7}) == 4
+    assert window_margin("pyramid", {"levels": 3}) == 8
+
+
+def test_unknown_mode_and_duplicate_registration_are_errors():
+    x = np.zeros((4, 4, 3), np.float32)
+    a = np.zeros((4, 4), np.float32)
+    for call in (lambda: blend_np(x, a, x, "nonee"), lambda: blend_into(x, x, a, "nonee"), lambda: window_margin("nonee")):
+        with pytest.raises(ValueError, match="unknown blend mode 'nonee'; valid modes: none, alpha"):
+            call()
+    with pytest.raises(KeyError, match="already registered"):
+        register_blend(BlendMode("alpha", lambda fg, alpha, bg: fg, numpy_feather=lambda a, o: a))
+    with pytest.raises(ValueError, match="exactly one"):
+        BlendMode("x", lambda fg, alpha, bg: fg)

@@ -8,8 +8,8 @@ import yaml
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from synthloop.compose.apply import apply_scene
 from synthloop.compose.params import SceneParams
-from synthloop.compose.render import render_scene
 from synthloop.errors import ConfigError, InputError
 from synthloop.jobs.paste import run_paste
 from synthloop.jobs.paste_config import load_paste_config
@@ -72,7 +72,7 @@ def test_coco_output_agrees_with_the_rendered_objects(one_shot, capsys):
         (_, fresh), = scene_variants(job, assets, img["id"])
         assert fresh.to_dict() == params[img["id"]]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
-        result = render_scene(SceneParams.from_dict(params[img["id"]]), assets.instances, assets.backgrounds)
+        result = apply_scene(SceneParams.from_dict(params[img["id"]]), assets.instances, assets.backgrounds)
         objs = result.labelled(job.scene.min_visibility)
         assert len(anns) == len(objs)
         for ann, obj in zip(anns, objs):
@@ -136,8 +136,9 @@ def test_killed_run_resumes_to_the_one_shot_output(one_shot, tmp_path, monkeypat
 def test_resume_refuses_another_config(one_shot, tmp_path):
     out = tmp_path / "r"
     run_paste(cfg("num_images=2"), out)
-    with pytest.raises(InputError, match="differing keys: num_images, scene.objects"):
+    with pytest.raises(InputError, match=r"different configuration \(changed: num_images: 2 -> 3, scene.objects: .* -> \[1, 1\]\)") as e:
         run_paste(cfg("num_images=3", "scene.objects=[1,1]"), out, resume=True)
+    assert e.value.field == "num_images" and e.value.file.endswith("config.yaml")
 
 
 def test_overwrite_replaces_a_previous_job_only(tmp_path):

@@ -18,13 +18,9 @@ from synthloop.data.coco import mask_bbox, write_coco
 from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import encode_png
 from synthloop.errors import ConfigError, InputError
-from synthloop.jobs.terse_detection import (
-    TerseDetectionJobConfig,
-    load_detector,
-    load_job_config,
-    load_job_data,
-    run_terse_detection_job,
-)
+from synthloop.jobs.terse_detection import load_detector, run_terse_detection_job
+from synthloop.jobs.terse_detection_config import TerseDetectionJobConfig, load_job_config
+from synthloop.jobs.terse_detection_setup import load_job_data
 from synthloop.utils.atomic import atomic_write_bytes
 
 SIZE = 64
@@ -149,7 +145,7 @@ def test_synthetic_coco_loads_with_pycocotools_and_replays(finished_run):
     first = coco.loadImgs(coco.getImgIds()[0])[0]
     assert Image.open(syn / first["file_name"]).size == (SIZE, SIZE)
     params = first["attributes"]["params"]
-    assert params["cycle"] == 1 and len(params["objects"]) == TINY_LOOP["num_objects"]
+    assert params["meta"]["cycle"] == 1 and len(params["objects"]) == TINY_LOOP["num_objects"] and params["version"] == 2
     # per-image params replay the written image (8-bit PNG of the same pixels)
     data = load_job_data(load_job_config(tmp / "out" / "config.resolved.yaml"))
     scene = replay_scene(params, data.foregrounds, data.backgrounds, data.label_map)
@@ -334,7 +330,7 @@ def test_ap_is_measured_in_each_images_own_pixels(tmp_path):
     """At image_size 32 (half the data's 64 px), detections on the resized images are scaled back:
     an oracle that returns the resized ground truth scores AP 1; one shifted by 4 resized px
     (8 original px) loses AP at the strict thresholds."""
-    from synthloop.jobs.terse_detection import evaluate
+    from synthloop.jobs.terse_detection_setup import evaluate
 
     data = load_job_data(job_config(tmp_path, image_size=32))
     loaded = data.real
@@ -363,7 +359,7 @@ def test_ap_is_measured_in_each_images_own_pixels(tmp_path):
 
 
 def test_eval_set_may_lack_a_category_but_not_add_one(tmp_path):
-    from synthloop.jobs.terse_detection import evaluate
+    from synthloop.jobs.terse_detection_setup import evaluate
 
     other = tmp_path / "eval"
     make_tiny_coco(other, n=3, empty=())
@@ -394,7 +390,7 @@ def test_eval_set_may_lack_a_category_but_not_add_one(tmp_path):
 def test_model_by_torchvision_name_and_bad_model_specs(tmp_path):
     from torchvision.models.detection.ssd import SSD
 
-    from synthloop.jobs.terse_detection import build_model
+    from synthloop.models.build import build_detector as build_model
 
     model = build_model({"name": "ssdlite320_mobilenet_v3_large", "args": {"detections_per_img": 20}}, 3, (64, 64))
     assert isinstance(model, SSD) and model.detections_per_img == 20 and model.transform.fixed_size == (64, 64)
@@ -410,7 +406,7 @@ def test_model_by_torchvision_name_and_bad_model_specs(tmp_path):
 def test_start_from_a_previous_runs_model(finished_run):
     """model.checkpoint = a finished run's model.pt: the new job's model starts from those weights
     (a plain torch.save d state dict works too)."""
-    from synthloop.jobs.terse_detection import _build_target
+    from synthloop.jobs.terse_detection_setup import build_target as _build_target
 
     _, _, tmp, _ = finished_run
     saved = torch.load(tmp / "out" / "model.pt", weights_only=True)["model"]

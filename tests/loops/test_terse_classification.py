@@ -77,7 +77,7 @@ def test_synthesizer_outputs_stay_in_ranges_and_on_canvas(digits, trained_state)
 
 
 def test_synthesizer_step_gradient_flow(digits, trained_state):
-    loop = make_loop(digits, trained_state, use_discriminator=True)
+    loop = make_loop(digits, trained_state, discriminator=True)
     s_before = {k: v.clone() for k, v in loop.synthesizer.state_dict().items()}
     t_before = {k: v.clone() for k, v in loop.target.state_dict().items()}
     d_before = {k: v.clone() for k, v in loop.discriminator.state_dict().items()}
@@ -108,7 +108,7 @@ def test_synthesizer_step_gradient_flow(digits, trained_state):
 
 
 def test_target_and_discriminator_steps_leave_synthesizer_alone(digits, trained_state):
-    loop = make_loop(digits, trained_state, use_discriminator=True)
+    loop = make_loop(digits, trained_state, discriminator=True)
     s_before = {k: v.clone() for k, v in loop.synthesizer.state_dict().items()}
     t_before = [p.clone() for p in loop.target.parameters()]
     d_before = [p.clone() for p in loop.discriminator.parameters()]
@@ -229,8 +229,8 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run(digits, trained_state
     assert (tmp_path / "killed" / "checkpoint.pt").is_file()
     with pytest.raises(InputError, match="--resume"):
         make_loop(digits, trained_state, run_dir=tmp_path / "killed").run()
-    with pytest.raises(InputError, match="different configuration.*t_lr"):
-        make_loop(digits, trained_state, run_dir=tmp_path / "killed", t_lr=0.5).run(resume=True)
+    with pytest.raises(InputError, match="different configuration.*lr_t"):
+        make_loop(digits, trained_state, run_dir=tmp_path / "killed", lr_t=0.5).run(resume=True)
 
     # a fresh process would build fresh models: their weights come from the checkpoint
     fresh_state = MNISTClassifier().state_dict()
@@ -309,7 +309,7 @@ def test_resume_needs_a_run_folder(digits, trained_state):
 
 def test_discriminator_step_without_discriminator_is_an_error(digits, trained_state):
     loop = make_loop(digits, trained_state)
-    with pytest.raises(InputError, match="use_discriminator"):
+    with pytest.raises(InputError, match="discriminator"):
         loop.discriminator_step(torch.zeros(2, 1, 40, 40), torch.zeros(2, 1, 40, 40))
 
 

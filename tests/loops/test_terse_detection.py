@@ -13,7 +13,8 @@ import torch
 from synthloop.compose.sources import TensorInstances
 from synthloop.data.backgrounds import BackgroundBank
 from synthloop.errors import InputError
-from synthloop.loops.terse_detection import SceneTerse, SceneTerseConfig, replay_scene, write_synthetic_coco
+from synthloop.loops.terse_detection import SceneTerse, replay_scene, write_synthetic_coco
+from synthloop.loops.terse_detection_config import SceneTerseConfig
 from synthloop.models.detection import DetectionTarget, LabelMap, SmallDetector
 
 SIZE = 64
@@ -98,8 +99,8 @@ def test_run_end_to_end_keeps_hard_labelled_composites(tmp_path):
         assert bool((b[:, 2] - b[:, 0] >= 1).all() and (b[:, 3] - b[:, 1] >= 1).all())
         assert bool((b >= 0).all() and (b <= SIZE).all())
         assert bool((s.confidence < 0.5).any())  # keep="hard": some object below the threshold
-        json.dumps(s.params)  # JSON-able
-        assert s.params["cycle"] in (1, 2) and len(s.params["objects"]) == 2
+        json.dumps(s.params.to_dict())  # JSON-able
+        assert s.params.meta["cycle"] in (1, 2) and len(s.params.objects) == 2 and s.params.version == 2
     for name in ("checkpoint.pt", "history.json", "scenes.json", "config.yaml"):
         assert (tmp_path / "run" / name).is_file()
     assert len(json.loads((tmp_path / "run" / "scenes.json").read_text())) == len(result.scenes)
@@ -120,7 +121,7 @@ def test_replay_is_bit_identical():
     scenes = loop.run().scenes
     assert scenes
     for s in scenes:
-        params = json.loads(json.dumps(s.params))  # through JSON, as written to disk
+        params = json.loads(json.dumps(s.params.to_dict()))  # through JSON, as written to disk
         r = replay_scene(params, loop.foregrounds, loop.backgrounds, LABEL_MAP)
         assert torch.equal(r.image, s.image)
         assert torch.equal(r.target["boxes"], s.target["boxes"]) and torch.equal(r.target["labels"], s.target["labels"])
@@ -211,9 +212,9 @@ def test_random_synthesizer_places_uniformly_in_the_ranges():
     assert len(result.scenes) == 6 and all(h["s_steps"] == 0 for h in result.history)
     lo, hi = loop.param_ranges.bounds()
     for s in result.scenes:
-        for o in s.params["objects"]:
-            assert all(lo[i] - 1e-4 <= v <= hi[i] + 1e-4 for i, v in enumerate(o["affine"]))
-            assert o["affine"][5] == pytest.approx(o["affine"][4])  # aspect kept
+        for o in s.params.objects:
+            assert all(lo[i] - 1e-4 <= v <= hi[i] + 1e-4 for i, v in enumerate(o.affine))
+            assert o.affine[5] == pytest.approx(o.affine[4])  # aspect kept
     with pytest.raises(InputError):
         loop.s_step()
 
@@ -236,33 +237,56 @@ def test_ablation_knobs(overrides):
     assert result.completed_cycles == 1
     scenes = result.scenes
     if overrides.get("num_objects") == 1:
-        assert all(len(s.params["objects"]) == 1 for s in scenes)
+        assert all(len(s.params.objects) == 1 for s in scenes)
     if overrides.get("artefacts") is False:
-        assert all(s.params["artefact"] is None for s in scenes)
+        assert all(not s.params.artefacts and s.params.artefact_background is None for s in scenes)
     if overrides.get("discriminator") is False:
         assert loop.discriminator is None and "d_loss" not in result.history[0]
     if overrides.get("photometric") is False:
-        assert all("photometric" not in o for s in scenes for o in s.params["objects"])
+        assert all(o.photometric is None for s in scenes for o in s.params.objects)
     if "cleanup" in overrides:
-        assert all(s.params["cleanup"] is False for s in scenes)
+        assert all(o.cleanup is False for s in scenes for o in s.params.objects)
 
 
 def test_occluded_objects_are_left_out_of_the_labels():
     loop = _loop(synthesizer="random", artefacts=False)
     layout = loop.sample_layout(torch.Generator().manual_seed(0))
     same = [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
-    for o in layout["objects"]:
-        o["index"], o["category_id"] = 0, 3  # the same ring twice, in the same place
-        o["affine"] = list(same)
-        o.pop("photometric", None)
+    for o in layout.objects:
+        o.instance, o.category_id = 0, 3  # the same ring twice, in the same place
+        o.affine = list(same)
+        o.photometric = None
     scene = replay_scene(layout, loop.foregrounds, loop.backgrounds, LABEL_MAP)
     assert scene.target["labels"].tolist() == [1]
     assert scene.target["boxes"].shape == (1, 4)
-    layout["objects"][1]["affine"][1] = 200.0  # second object off the canvas: the first is visible again
+    layout.objects[1].affine[1] = 200.0  # second object off the canvas: the first is visible again
     scene = replay_scene(layout, loop.foregrounds, loop.backgrounds, LABEL_MAP)
     assert scene.target["labels"].tolist() == [1]
-    layout["objects"][1]["affine"][1] = 16.0  # partly overlapping: both visible enough
+    layout.objects[1].affine[1] = 16.0  # partly overlapping: both visible enough
     assert replay_scene(layout, loop.foregrounds, loop.backgrounds, LABEL_MAP).target["labels"].tolist() == [1, 1]
+
+
+def test_version_1_scene_params_still_replay():
+    """A kept scene written by synthloop before the one scene schema (a TERSE dict of version 1)
+    is converted on reading and replays the same pixels."""
+    loop = _loop(cycles=1)
+    s = loop.run().scenes[0]
+    p = s.params
+    (art,) = p.artefacts or [None]
+    v1 = {
+        "version": 1, "cycle": p.meta["cycle"], "canvas": list(p.canvas), "fg_size": p.frame.size, "fg_fill": p.frame.fill,
+        "cleanup": p.objects[0].cleanup, "cleanup_sigma": p.frame.cleanup_sigma, "cleanup_mu": p.frame.cleanup_mu,
+        "min_visibility": p.min_visibility, "background": p.background,
+        "artefact": None if art is None else {"background": p.artefact_background, "shape_index": art.instance, "affine": art.affine},
+        "blend": {"mode": p.objects[0].blend.mode},
+        "objects": [{"index": o.instance, "category_id": o.category_id, "anchor": o.anchor, "affine": o.affine, "photometric": o.photometric} for o in p.objects],
+        "confidence": p.meta["confidence"], "index": p.meta["index"],
+    }  # fmt: skip
+    r = replay_scene(json.loads(json.dumps(v1)), loop.foregrounds, loop.backgrounds, LABEL_MAP)
+    assert torch.equal(r.image, s.image) and torch.equal(r.confidence, s.confidence)
+    assert r.params.to_dict() == json.loads(json.dumps(p.to_dict()))
+    with pytest.raises(InputError, match="version 3"):
+        replay_scene({**p.to_dict(), "version": 3}, loop.foregrounds, loop.backgrounds, LABEL_MAP)
 
 
 def test_write_synthetic_coco_loads_with_pycocotools(tmp_path):
@@ -279,7 +303,7 @@ def test_write_synthetic_coco_loads_with_pycocotools(tmp_path):
     assert sorted(coco.getCatIds()) == [3, 7]
     ds = read_coco(path)
     first = ds.images[0]
-    assert first.attributes["params"]["objects"] == json.loads(json.dumps(scenes[0].params))["objects"]
+    assert first.attributes["params"]["objects"] == json.loads(json.dumps(scenes[0].params.to_dict()))["objects"]
     assert (tmp_path / "syn" / first.file_name).is_file()
     r = replay_scene(first.attributes["params"], loop.foregrounds, loop.backgrounds, LABEL_MAP)
     assert torch.equal(r.image, scenes[0].image)
@@ -337,7 +361,7 @@ def test_hard_filter_keeps_only_composites_with_a_hard_object(monkeypatch):
     stats = loop.last_generation
     assert stats["tried"] == 16 and 0 < stats["hard"] < stats["scored"]
     assert len(kept) == stats["hard"] and all(s.target["labels"].tolist() == [2] for s in kept)
-    assert all(s.params["confidence"] == [pytest.approx(0.1)] for s in kept)
+    assert all(s.params.meta["confidence"] == [pytest.approx(0.1)] for s in kept)
     everything = loop.generate(16, keep="all", generator=torch.Generator().manual_seed(0))
     assert len(everything) == stats["scored"] > len(kept)
 

@@ -68,7 +68,7 @@ def test_tiny_refine_job_exits_cleanly_with_avx2_kernels(tmp_path):
         import numpy as np, pathlib
         from PIL import Image
         from synthloop.config import build_config
-        from synthloop.loops.refine import RefineConfig, run_refine
+        from synthloop.jobs.refine import RefineConfig, run_refine
         root = pathlib.Path({str(tmp_path)!r})
         rng = np.random.default_rng(0)
         for kind, n in (("syn", 4), ("real", 3)):

@@ -1,9 +1,7 @@
-import math
-
 import pytest
 import torch
 
-from synthloop.models import PatchDiscriminator, d_loss, g_loss
+from synthloop.models import PatchDiscriminator
 from synthloop.models.classifiers import conv_out
 
 
@@ -52,26 +50,3 @@ def test_init_is_normal_with_std_002():
     assert w.std().item() == pytest.approx(0.02, rel=0.02)
     assert all((m.bias == 0).all() for m in d.modules() if isinstance(m, torch.nn.Conv2d))
     assert PatchDiscriminator(init_std=0.1)[3][0].weight.std().item() == pytest.approx(0.1, rel=0.02)
-
-
-def test_losses_follow_eq2():
-    zero = torch.zeros(2, 1, 4, 4)
-    assert d_loss(zero, zero).item() == pytest.approx(2 * math.log(2))
-    assert g_loss(zero).item() == pytest.approx(math.log(2))
-    big = torch.full((2, 1, 4, 4), 30.0)
-    assert d_loss(big, -big).item() < 1e-6  # D sure and right
-    assert d_loss(-big, big).item() == pytest.approx(60.0, rel=1e-4)  # D sure and wrong
-    assert g_loss(big).item() < 1e-6 and g_loss(-big).item() == pytest.approx(30.0, rel=1e-4)
-    # D(r) = sigmoid(l): the loss equals -(log D(r) + log(1 - D(f))) averaged over patches
-    r, f = torch.tensor([0.3, -1.2]), torch.tensor([2.0, 0.5])
-    manual = -(torch.log(torch.sigmoid(r)).mean() + torch.log(1 - torch.sigmoid(f)).mean())
-    torch.testing.assert_close(d_loss(r, f), manual)
-
-
-def test_generator_loss_pushes_fakes_towards_real(gen):
-    d = PatchDiscriminator(in_channels=1, width=0.25)
-    fake = torch.rand(2, 1, 40, 40, generator=gen, requires_grad=True)
-    g_loss(d(fake)).backward()
-    step = fake - 1.0 * fake.grad / fake.grad.norm()
-    with torch.no_grad():
-        assert g_loss(d(step)) < g_loss(d(fake))

@@ -17,7 +17,7 @@ not any of the synthesizers being evaluated. Every image is 128x128 and holds 1-
   where the rotated box lies inside the image (1 px margin) and at least :data:`BOX_GAP` px away
   from every box already placed (so boxes never overlap: IoU 0). A digit that finds no place in
   :data:`MAX_TRIES` draws is left out (so busy images may hold fewer digits than drawn).
-- Paste: alpha compositing with the alpha blurred by a Gaussian of sigma 0.5 (the renderer's
+- Paste: alpha compositing with the alpha blurred by a Gaussian of sigma 0.5 (the compositor's
   ``"gaussian"`` blend); no artefacts, no photometric change.
 
 Splits (the benchmark's name -> MNIST digits it uses): ``train`` (2,000 images) and ``val`` (500)
@@ -48,8 +48,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from synthloop.compose.apply import SceneResult, apply_scene
 from synthloop.compose.params import BlendSpec, ObjectParams, SceneParams
-from synthloop.compose.render import SceneResult, render_scene
 from synthloop.compose.sampler import instance_geometry, placed_box
 from synthloop.compose.sources import TensorInstances
 from synthloop.data._io import staged_dir
@@ -58,7 +58,7 @@ from synthloop.data.coco import ANNOTATIONS_FILE, read_coco, write_coco_json
 from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import encode_png
 from synthloop.data.mnist import SPLIT_SIZES as MNIST_SPLIT_SIZES
-from synthloop.data.mnist import _file_lock, default_cache_dir, load_mnist
+from synthloop.data.mnist import default_cache_dir, file_lock, load_mnist
 from synthloop.errors import InputError
 from synthloop.utils.atomic import atomic_write_bytes
 
@@ -101,7 +101,7 @@ def digit_alpha(images: torch.Tensor) -> torch.Tensor:
 
 
 def digit_cutouts(images: torch.Tensor, labels: torch.Tensor, tints: torch.Tensor | None = None) -> TensorInstances:
-    """MNIST digits as RGBA cut-outs for the compositing renderer.
+    """MNIST digits as RGBA cut-outs for the compositor.
 
     Args:
         images: ``Tensor[N, 1, h, w]`` MNIST intensities in [0, 1].
@@ -151,7 +151,7 @@ def digit_bank(
 
 class _FixedBackground:
     """A background source that hands out one already-rendered image (the sampler renders the
-    background to choose tints; the renderer then reuses it instead of rendering it again)."""
+    background to choose tints; the compositor then reuses it instead of rendering it again)."""
 
     def __init__(self, image: np.ndarray):
         self.image = image
@@ -192,7 +192,7 @@ def sample_digit_scene(
     *,
     mnist_split: str,
 ) -> tuple[dict[str, Any], SceneResult]:
-    """Sample and render one scene with the fixed generator.
+    """Sample and composite one scene with the fixed generator.
 
     Args:
         digits: ``Tensor[N, 1, 28, 28]`` MNIST digits of ``mnist_split``; ``labels`` ``Tensor[N]``.
@@ -205,7 +205,7 @@ def sample_digit_scene(
     Returns:
         ``(record, result)``: ``record`` is ``{"scene": SceneParams dict, "digits": [{"mnist_split",
         "mnist_index", "category_id", "tint", "height", "angle"}, ...], "used": n}`` (digit ``k`` is
-        object ``k`` of the scene, whose ``instance`` is ``k``); ``result`` is the rendered image and
+        object ``k`` of the scene, whose ``instance`` is ``k``); ``result`` is the composited image and
         per-object masks and boxes.
     """
     g = generator
@@ -246,7 +246,7 @@ def sample_digit_scene(
         placed.append({"mnist_split": mnist_split, "mnist_index": index, "category_id": category_id, "tint": tint, "height": height, "angle": angle})
     scene = SceneParams(canvas=canvas, background=bg_params, objects=objects)
     record = {"scene": scene.to_dict(), "digits": placed, "used": n}
-    return record, _render(record, digits, background)
+    return record, _apply(record, digits, background)
 
 
 def _scene_instances(record: Mapping[str, Any], digits: torch.Tensor) -> TensorInstances:
@@ -256,13 +256,13 @@ def _scene_instances(record: Mapping[str, Any], digits: torch.Tensor) -> TensorI
     return digit_cutouts(digits[idx].reshape(-1, 1, digits.shape[-2], digits.shape[-1]), lab, tints)
 
 
-def _render(record: Mapping[str, Any], digits: torch.Tensor, background: np.ndarray) -> SceneResult:
+def _apply(record: Mapping[str, Any], digits: torch.Tensor, background: np.ndarray) -> SceneResult:
     params = SceneParams.from_dict(record["scene"])
-    return render_scene(params, _scene_instances(record, digits), _FixedBackground(background))
+    return apply_scene(params, _scene_instances(record, digits), _FixedBackground(background))
 
 
 def replay_scene(record: Mapping[str, Any], *, backgrounds: BackgroundBank | None = None, cache_dir: str | Path | None = None) -> SceneResult:
-    """Re-render an image from its recorded attributes (``{"scene", "digits", ...}``), bit for bit.
+    """Composite an image again from its recorded attributes (``{"scene", "digits", ...}``), bit for bit.
 
     ``record`` is an image's ``attributes`` in a digit-scenes data set (or the record
     :func:`sample_digit_scene` returns).
@@ -273,7 +273,7 @@ def replay_scene(record: Mapping[str, Any], *, backgrounds: BackgroundBank | Non
     digits = load_mnist(splits.pop(), cache_dir=cache_dir)[0] if splits else torch.zeros(0, 1, 28, 28)
     bank = backgrounds if backgrounds is not None else BackgroundBank("photos")
     params = SceneParams.from_dict(record["scene"])
-    return _render(record, digits, bank.render_one(params.background, params.canvas))
+    return _apply(record, digits, bank.render_one(params.background, params.canvas))
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ def digit_scenes(seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache
     if all(p.is_file() for p in paths[1:]):
         return paths
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root.parent / f".{root.name}.lock"):
+    with file_lock(root.parent / f".{root.name}.lock"):
         if all(p.is_file() for p in paths[1:]):  # made by another process while we waited
             return paths
         bank = BackgroundBank("photos")

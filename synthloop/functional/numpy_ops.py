@@ -1,11 +1,12 @@
 """NumPy/OpenCV kernels with the same semantics as the torch ops, for dataset generation.
 
-The torch ops in this package are the reference: batched, differentiable, device-agnostic, and
-what the learning loops use. Writing thousands of 640x480 images per second on a CPU needs
-something faster for the non-differentiable path: OpenCV's ``warpAffine`` and filters are about
-10x faster than ``affine_grid``/``grid_sample`` on a CPU (measured: 240x240x4 window, 66 us vs
-1.3 ms). These kernels work on ``(H, W, C)`` float32 arrays in [0, 1]; tests check that they
-agree with the torch reference within interpolation rounding (OpenCV uses 1/32-pixel weights).
+The torch ops in this package are the reference (batched, differentiable, what the learning loops
+use). Compositing thousands of 640x480 images per second on a CPU needs something faster for the
+non-differentiable path: OpenCV's ``warpAffine`` and filters are about 10x faster than
+``affine_grid``/``grid_sample`` on a CPU. These kernels work on ``(H, W, C)`` float32 arrays in
+[0, 1]; tests check that they agree with the torch reference within interpolation rounding
+(OpenCV uses 1/32-pixel weights). They know no blend mode names: the registry in
+:mod:`synthloop.functional.blend` maps each mode to its kernels here.
 """
 
 from __future__ import annotations
@@ -51,28 +52,33 @@ def motion_kernel(kernel_size: int, angle: float) -> np.ndarray:
     return ker / max(float(ker.sum()), 1e-8)
 
 
-def feather(alpha: np.ndarray, mode: str, options: dict) -> np.ndarray:
-    """The alpha a blend mode actually mixes with (``(h, w)`` float32)."""
-    if mode == "none":
-        return (alpha > 0.5).astype(np.float32)
-    if mode == "gaussian":
-        s = float(options.get("sigma", 2.0))
-        if s <= 0:
-            return alpha
-        k = gaussian_kernel_size(s)
-        return cv2.GaussianBlur(alpha, (k, k), s, borderType=cv2.BORDER_REPLICATE)
-    if mode == "box":
-        k = int(options.get("kernel_size", 5))
-        if k <= 1:
-            return alpha
-        k |= 1
-        return cv2.blur(alpha, (k, k), borderType=cv2.BORDER_REPLICATE)
-    if mode == "motion":
-        k = int(options.get("kernel_size", 7))
-        if k <= 1:
-            return alpha
-        return cv2.filter2D(alpha, -1, motion_kernel(k, float(options.get("angle", 0.0))), borderType=cv2.BORDER_REPLICATE)
-    return alpha
+def hard_alpha(alpha: np.ndarray) -> np.ndarray:
+    """``alpha > 0.5`` as float32 (the alpha of a hard paste)."""
+    return (alpha > 0.5).astype(np.float32)
+
+
+def gaussian_feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
+    """``alpha`` ``(h, w)`` float32 blurred by a Gaussian of ``sigma`` (unchanged when ``sigma <= 0``)."""
+    if sigma <= 0:
+        return alpha
+    k = gaussian_kernel_size(sigma)
+    return cv2.GaussianBlur(alpha, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
+
+
+def box_feather(alpha: np.ndarray, kernel_size: int) -> np.ndarray:
+    """``alpha`` blurred by a box filter of ``kernel_size`` (made odd; unchanged when ``<= 1``)."""
+    k = kernel_size
+    if k <= 1:
+        return alpha
+    k |= 1
+    return cv2.blur(alpha, (k, k), borderType=cv2.BORDER_REPLICATE)
+
+
+def motion_feather(alpha: np.ndarray, kernel_size: int, angle: float) -> np.ndarray:
+    """``alpha`` smeared by a line kernel (:func:`motion_kernel`; unchanged when ``kernel_size <= 1``)."""
+    if kernel_size <= 1:
+        return alpha
+    return cv2.filter2D(alpha, -1, motion_kernel(kernel_size, angle), borderType=cv2.BORDER_REPLICATE)
 
 
 # cv2.blendLinear computes (w1 * a + w2 * b) / (w1 + w2 + 1e-5): with weights scaled by 2**17
@@ -81,7 +87,8 @@ def feather(alpha: np.ndarray, mode: str, options: dict) -> np.ndarray:
 _BLEND_WEIGHT = np.float32(2.0**17)
 
 
-def _mix(fg: np.ndarray, a: np.ndarray, bg: np.ndarray) -> np.ndarray:
+def mix(fg: np.ndarray, a: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """``a * fg + (1 - a) * bg`` of ``(h, w, C)`` arrays and an ``(h, w)`` alpha (a new array)."""
     if a.ndim == 3:
         a = a[..., 0]
     if fg.dtype == np.float32 and bg.dtype == np.float32 and a.dtype == np.float32 and fg.ndim == 3 and fg.shape[2] in (1, 3, 4):
@@ -106,13 +113,14 @@ def pyramid_blend(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, levels: int
         ub = cv2.pyrUp(db, dstsize=size).reshape(gb.shape)
         laps.append((gf - uf, gb - ub, ga))
         gf, gb, ga = df.reshape(df.shape[0], df.shape[1], -1), db.reshape(db.shape[0], db.shape[1], -1), da
-    out = _mix(gf, ga, gb)
+    out = mix(gf, ga, gb)
     for lf, lb, a in reversed(laps):
-        out = cv2.pyrUp(out, dstsize=(lf.shape[1], lf.shape[0])).reshape(lf.shape) + _mix(lf, a, lb)
+        out = cv2.pyrUp(out, dstsize=(lf.shape[1], lf.shape[0])).reshape(lf.shape) + mix(lf, a, lb)
     return np.clip(out, 0.0, 1.0)
 
 
 def poisson_blend(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """OpenCV seamless cloning (normal clone) of ``fg`` where ``alpha > 0.5``, in 8 bits."""
     m = (alpha > 0.5).astype(np.uint8) * 255
     if not m.any():
         return bg
@@ -135,22 +143,12 @@ def poisson_blend(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarr
     return res
 
 
-def blend_np(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, mode: str, options: dict | None = None) -> np.ndarray:
-    """NumPy counterpart of :func:`synthloop.functional.blend.blend` on ``(h, w, C)`` arrays."""
-    options = options or {}
-    if mode == "pyramid":
-        return pyramid_blend(fg, alpha, bg, int(options.get("levels", 4)))
-    if mode == "poisson":
-        return poisson_blend(fg, alpha, bg)
-    return _mix(fg, feather(alpha, mode, options), bg)
-
-
 def _write_back(out: np.ndarray, bg: np.ndarray) -> None:
     if not np.shares_memory(out, bg):  # OpenCV could not wrap ``bg`` as its output and made a new array
         bg[...] = out.reshape(bg.shape)
 
 
-def _colour_channels(fg: np.ndarray, channels: int) -> np.ndarray:
+def colour_channels(fg: np.ndarray, channels: int) -> np.ndarray:
     """Contiguous float32 ``fg`` with ``channels`` channels (drops the alpha of an RGBA window:
     cv2.cvtColor does that in one pass, ~15x faster than copying the NumPy channel slice)."""
     if fg.shape[2] == 4 and channels == 3:
@@ -158,37 +156,25 @@ def _colour_channels(fg: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(fg, dtype=np.float32)
 
 
-def blend_into(bg: np.ndarray, fg: np.ndarray, alpha: np.ndarray, mode: str, options: dict | None = None, *, clamp: bool = True) -> None:
-    """:func:`blend_np` written into ``bg`` in place; ``bg`` may be a view of a larger canvas.
+def paste_hard_into(bg: np.ndarray, fg: np.ndarray, alpha: np.ndarray) -> None:
+    """Copy the pixels of ``fg`` where ``alpha > 0.5`` into ``bg`` (a view) in place, unchanged.
 
-    ``fg`` and ``bg`` are ``(h, w, C)`` float32 in [0, 1] (C = 1 to 4), ``alpha`` ``(h, w)``;
-    the result stays in [0, 1]. ``fg`` may also be an ``(h, w, 4)`` RGBA window for a 3-channel
-    ``bg`` (its alpha channel is ignored), so a warped RGBA cut-out needs no split beforehand.
+    cv2.copyTo writes through the view (NumPy's masked copyto is ~15x slower here)."""
+    _write_back(cv2.copyTo(fg, (alpha > 0.5).view(np.uint8), bg), bg)
 
-    Mixing is ``a * fg + (1 - a) * bg`` with the feathered alpha clamped to [0, 1] (exactly
-    ``bg`` at a = 0 and ``fg`` at a = 1), in one OpenCV pass written through the view, over the
-    box where a > 0 only (~6x faster than NumPy here, which needs five passes and a temporary);
-    a hard paste (``"none"``) copies the foreground pixels unchanged.
 
-    ``clamp=False`` skips the final clamp of the mix, which can round one float32 step above 1
-    (a pass over a strided view costs as much as the mix itself): for callers that clamp a whole
-    canvas once at the end.
+def mix_into(bg: np.ndarray, fg: np.ndarray, a: np.ndarray, *, clamp: bool = True) -> None:
+    """``a * fg + (1 - a) * bg`` written into ``bg`` (a view) in place, with ``a`` ``(h, w)`` in [0, 1].
+
+    One OpenCV pass over the box where a > 0 only (a rotated cut-out covers about half of its
+    window; ~6x faster than NumPy here, which needs five passes and a temporary). Exactly ``bg``
+    at a = 0 and ``fg`` at a = 1. ``clamp=False`` skips the final clamp of the mix, which can round
+    one float32 step above 1: for callers that clamp a whole canvas once at the end.
     """
-    options = options or {}
-    fg = _colour_channels(fg, bg.shape[2])
-    if mode == "none":
-        # cv2.copyTo writes through the view (NumPy's masked copyto is ~15x slower here)
-        _write_back(cv2.copyTo(fg, (alpha > 0.5).view(np.uint8), bg), bg)
-        return
-    if mode in ("pyramid", "poisson"):
-        bg[...] = blend_np(fg, np.ascontiguousarray(alpha), np.ascontiguousarray(bg), mode, options)
-        return
-    a = np.clip(feather(np.ascontiguousarray(alpha, dtype=np.float32), mode, options), 0.0, 1.0)
     rows = np.flatnonzero(a.any(1))
     if rows.size == 0:
         return
     cols = np.flatnonzero(a.any(0))
-    # only the box where a > 0 changes (a rotated cut-out covers about half of its window)
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     a, fg, bg = a[box], fg[box], bg[box]
     w_fg = a * _BLEND_WEIGHT
@@ -263,11 +249,16 @@ def color_affine_np(rgb: np.ndarray, M: np.ndarray, c: np.ndarray) -> np.ndarray
 
 __all__ = [
     "affine_matrices",
-    "blend_into",
-    "blend_np",
+    "box_feather",
     "color_affine_np",
-    "feather",
+    "colour_channels",
+    "gaussian_feather",
+    "hard_alpha",
+    "mix",
+    "mix_into",
+    "motion_feather",
     "motion_kernel",
+    "paste_hard_into",
     "photometric_affine_np",
     "pixel_matrix",
     "poisson_blend",

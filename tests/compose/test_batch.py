@@ -1,11 +1,11 @@
-"""Multi-object differentiable paste (paste_objects_batch) and letterboxing."""
+"""The differentiable batched paste (paste_batch, paste_objects_batch) and letterboxing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from synthloop.compose.batch import letterbox, paste_batch, paste_objects_batch
+from synthloop.compose.batch import letterbox, paste_artefacts_batch, paste_batch, paste_objects_batch
 
 
 def _square_objects(b: int, k: int, size: int = 16, lo: int = 4, hi: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,3 +123,14 @@ def test_gradcheck_wrt_affine_float64():
     bg = torch.rand(1, 3, 12, 12, generator=g, dtype=torch.float64)
     p = torch.tensor([[[7.0, 0.3, -0.4, 0.05, 1.1, 0.9], [-11.0, 1.7, 0.6, -0.1, 0.8, 1.2]]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda q: paste_objects_batch(fg, alpha, bg, q).image, (p,), eps=1e-6, atol=1e-5)
+
+
+def test_paste_batch_is_differentiable_in_the_affine_params():
+    g = torch.Generator().manual_seed(0)
+    fg = torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64)
+    bg = torch.rand(2, 1, 10, 10, generator=g, dtype=torch.float64)
+    p = torch.tensor([[10.0, 0.5, -0.3, 0.1, 1.1, 0.9], [-5.0, 0.2, 0.4, -0.1, 0.9, 1.2]], dtype=torch.float64, requires_grad=True)
+    f = lambda q: paste_batch(fg, fg, bg, q, blend_mode="gaussian", blend_options={"sigma": 1.0}).image
+    assert torch.autograd.gradcheck(f, (p,), eps=1e-6, atol=1e-4)
+    out = paste_artefacts_batch(bg, torch.ones_like(bg), fg, p)
+    assert out.shape == bg.shape

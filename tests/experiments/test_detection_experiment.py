@@ -1,15 +1,18 @@
-"""The detection benchmark's quick mode end to end: the output contract other tools read, the
-plots, and the run-folder cache that lets a rerun skip the baseline and finished methods."""
+"""The detection protocol (synthloop.experiments.detection) and its benchmark's quick mode end to
+end (the script run as a user runs it): the output contract other tools read, the plots, and the
+run-folder cache that lets a rerun skip the baseline and finished methods."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from synthloop.experiments import detection as bench
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("baseline", "random_paste", "random_paste_artefacts", "terse_no_d", "terse_d")
@@ -18,23 +21,16 @@ AP_KEYS = ("ap50", "ap60", "ap70", "ap80", "ap")
 pytestmark = pytest.mark.slow  # two quick runs of the benchmark: about 25 s on an idle 2-core box
 
 
-def _load_bench():
-    pytest.importorskip("synthloop.loops.terse_detection")
-    spec = importlib.util.spec_from_file_location("bench_detection", ROOT / "benchmarks" / "detection.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_detection", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    bench = _load_bench()
     tmp = tmp_path_factory.mktemp("detection_bench")
     args = ["--quick", "--run-dir", str(tmp / "run"), "--results-dir", str(tmp / "results"), "--only", *METHODS[1:], "single_object"]
-    first = bench.main(args)
-    second = bench.main(args)
-    return tmp, first, second
+    docs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "detection.py"), *args], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        docs.append(json.loads((tmp / "results" / "detection_quick.json").read_text()))
+    return tmp, docs[0], docs[1]
 
 
 def test_output_contract(quick_run):
@@ -84,7 +80,6 @@ def test_rerun_uses_the_cache(quick_run):
 def test_low_data_variant_uses_one_fixed_subset_everywhere():
     """``--real-train N``: the baseline's and the loop's real images are the same N training images,
     drawn once (seeded), and the val/test splits are untouched."""
-    bench = _load_bench()
     budget = {**bench.QUICK, **bench.low_data_budget(bench.QUICK, 10)}
     full = bench.Data(bench.QUICK, 0)
     low = bench.Data(budget, 0)
@@ -102,7 +97,6 @@ def test_low_data_variant_uses_one_fixed_subset_everywhere():
 
 
 def test_plausible_ranges_reach_every_method():
-    bench = _load_bench()
     budget = {**bench.FULL, "loop": {**bench.FULL["loop"], "ranges": bench.PLAUSIBLE_RANGES}}
     for name, overrides in bench.METHODS.items():
         ranges = bench.loop_config(budget, overrides, 0).ranges

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from synthloop.compose import digit_scenes as ds
 from synthloop.compose.sampler import box_iou
-from synthloop.data import digit_scenes as ds
 from synthloop.data.backgrounds import BackgroundBank
 from synthloop.data.coco import mask_bbox
 from synthloop.data.images import load_image

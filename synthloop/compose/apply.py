@@ -1,20 +1,17 @@
-"""Deterministic rendering of :class:`~synthloop.compose.params.SceneParams` into pixels + labels.
+"""Deterministic compositing of :class:`~synthloop.compose.params.SceneParams` into pixels + labels.
 
-``render_scene(params, instances, backgrounds)`` is a pure function of its inputs: no RNG, so a
+``apply_scene(params, instances, backgrounds)`` is a pure function of its inputs: no RNG, so a
 scene replays bit-identically from its params. It uses the NumPy/OpenCV kernels of
-:mod:`synthloop.functional.fast` (same semantics as the differentiable torch ops, ~10x faster on a
-CPU), and warps each object only into the window of the canvas it covers (plus a margin for
-feathering), blending it into that window of the canvas in place. The differentiable, batched
+:mod:`synthloop.functional.numpy_ops` (same semantics as the differentiable torch ops, ~10x faster
+on a CPU), and warps each object only into the window of the canvas it covers (plus the blend's
+margin), blending it into that window of the canvas in place. The differentiable, batched
 counterpart for the learning loops is :mod:`synthloop.compose.batch`.
 
-Speed (a generator renders hundreds of 640x480 scenes per second per core): the placement
-matrices and colour maps of a whole scene come from one NumPy call each (torch's per-call
-overhead, ~60 us, used to be paid several times per object); per-instance constants (size, the
-box where alpha > 0, the alpha-weighted mean grey a contrast change pivots on) are cached on the
-instance source; each object is warped once as RGBA, only over the image of its alpha box, and
-blended into the canvas in place in one pass; full-canvas passes are limited to converting the
-background and one final clamp; and each object's visible mask is built in Fortran order, which
-is what COCO's RLE encoder reads without a copy.
+Speed: placement matrices and colour maps of a whole scene come from one NumPy call each;
+per-instance constants (size, alpha box, mean grey) are cached on the instance source; each object
+is warped once as RGBA over the image of its alpha box only; the canvas is clamped once at the end;
+visible masks are built in Fortran order, which COCO's RLE encoder reads without a copy. See
+benchmarks/results/throughput.json.
 
 Bookkeeping per object: the full (untruncated) mask area, the part inside the canvas, the part
 still visible after the objects above it are pasted; from these, truncation, occlusion and
@@ -31,14 +28,15 @@ import cv2
 import numpy as np
 import torch
 
-from synthloop.compose.params import ArtefactParams, BlendSpec, ObjectParams, SceneParams
-from synthloop.functional.fast import affine_matrices, blend_into, photometric_affine_np, to_uint8, warp_window
+from synthloop.compose.params import ArtefactParams, ObjectParams, SceneParams
+from synthloop.functional.blend import blend_into, window_margin
+from synthloop.functional.numpy_ops import affine_matrices, photometric_affine_np, to_uint8, warp_window
 
 IDENTITY_PHOTOMETRIC = [1.0, 1.0, 1.0, 0.0]
 
 
 class InstanceSource(Protocol):
-    """What the renderer needs from an instance bank."""
+    """What the compositor needs from an instance bank."""
 
     def __len__(self) -> int: ...
 
@@ -52,17 +50,17 @@ class InstanceSource(Protocol):
 
 
 class BackgroundSource(Protocol):
-    """What the renderer needs from a background bank: sample params for one image, render them."""
+    """What the compositor needs from a background bank: sample params for one image, render them."""
 
     def sample_one(self, size: tuple[int, int], generator: torch.Generator) -> dict[str, Any]: ...
 
     def render_one(self, params: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
-        """``(H, W, 3)`` float32 in [0, 1], or uint8 (read as value / 255). Never modified by the renderer."""
+        """``(H, W, 3)`` float32 in [0, 1], or uint8 (read as value / 255). Never modified by the compositor."""
         ...
 
 
 @dataclass
-class RenderedObject:
+class PastedObject:
     category_id: int
     instance: int
     distractor: bool
@@ -88,9 +86,9 @@ class RenderedObject:
 @dataclass
 class SceneResult:
     image: np.ndarray  # (H, W, 3) float32 in [0, 1]
-    objects: list[RenderedObject] = field(default_factory=list)
+    objects: list[PastedObject] = field(default_factory=list)
 
-    def labelled(self, min_visibility: float = 0.0) -> list[RenderedObject]:
+    def labelled(self, min_visibility: float = 0.0) -> list[PastedObject]:
         """Objects that get a label: not distractors, and at least ``min_visibility`` visible."""
         return [o for o in self.objects if not o.distractor and o.visible_area > 0 and o.visibility >= min_visibility]
 
@@ -101,20 +99,6 @@ class SceneResult:
     def tensor(self) -> torch.Tensor:
         """The image as ``Tensor[3, H, W]``."""
         return torch.from_numpy(np.ascontiguousarray(self.image.transpose(2, 0, 1)))
-
-
-def blend_margin(spec: BlendSpec) -> int:
-    """Pixels a blend can spread beyond the mask (so the window is not clipped)."""
-    o = spec.options
-    if spec.mode == "gaussian":
-        return int(math.ceil(3.0 * float(o.get("sigma", 2.0)))) + 1
-    if spec.mode in ("box", "motion"):
-        return int(o.get("kernel_size", 5)) // 2 + 1
-    if spec.mode == "pyramid":
-        return 2 ** int(o.get("levels", 4))
-    if spec.mode == "poisson":
-        return 3
-    return 1
 
 
 def _matrix(affine: list[float], src_hw: tuple[int, int], canvas: tuple[int, int]) -> np.ndarray:
@@ -134,11 +118,6 @@ def window_of(A: np.ndarray, src_hw: tuple[int, int], margin: int, support: tupl
     x1 = math.ceil(float(xs.max())) + margin
     y1 = math.ceil(float(ys.max())) + margin
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
-
-
-def object_window(affine: list[float], src_hw: tuple[int, int], canvas: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
-    """Integer window ``(x0, y0, x1, y1)`` on the (unbounded) canvas plane holding the warped cut-out."""
-    return window_of(_matrix(affine, src_hw, canvas), src_hw, margin)
 
 
 def clip_window(window: tuple[int, int, int, int], canvas: tuple[int, int]):
@@ -258,7 +237,7 @@ def paste_object(
     A = matrix if matrix is not None else _matrix(obj.affine, src_hw, canvas)
     if support is None:
         support = alpha_support(rgba[..., 3])
-    win = window_of(A, src_hw, blend_margin(obj.blend), support)
+    win = window_of(A, src_hw, window_margin(obj.blend.mode, obj.blend.options), support)
     if color_map is None and matrix is None and list(obj.photometric) != IDENTITY_PHOTOMETRIC:
         (color_map,) = color_maps([obj.photometric], [mean_gray(rgba[..., :3], rgba[..., 3])])
     src = _color_rgba(rgba, color_map) if color_map is not None else rgba
@@ -292,7 +271,7 @@ def paste_artefact(
     size, float or uint8) into ``canvas_img`` at the same place, with the object blend (in place)."""
     canvas = canvas_img.shape[:2]
     A = matrix if matrix is not None else _matrix(art.affine, alpha.shape[:2], canvas)
-    win = window_of(A, alpha.shape[:2], blend_margin(art.blend), support if support is not None else alpha_support(alpha))
+    win = window_of(A, alpha.shape[:2], window_margin(art.blend.mode, art.blend.options), support if support is not None else alpha_support(alpha))
     sl = clip_window(win, canvas)
     if sl is None:
         return
@@ -320,8 +299,8 @@ def _as_float(img: np.ndarray) -> np.ndarray:
     return out
 
 
-def render_scene(params: SceneParams, instances: InstanceSource, backgrounds: BackgroundSource) -> SceneResult:
-    """Render ``params`` to an ``(H, W, 3)`` image and per-object labels. Deterministic."""
+def apply_scene(params: SceneParams, instances: InstanceSource, backgrounds: BackgroundSource) -> SceneResult:
+    """Composite ``params`` into an ``(H, W, 3)`` image and per-object labels. Deterministic."""
     H, W = canvas = (int(params.canvas[0]), int(params.canvas[1]))
     img = _as_float(_as_hwc(backgrounds.render_one(params.background, canvas), canvas))
     arts, objs = params.artefacts, params.objects
@@ -345,7 +324,7 @@ def render_scene(params: SceneParams, instances: InstanceSource, backgrounds: Ba
         pasted.append((obj,) + paste_object(img, None, None, obj, matrix=mats[len(arts) + k], color_map=cmaps[k], rgba=rgba, support=support, clamp=False))
     # visibility: walk from the top of the z-order down, removing what is covered
     covered = np.zeros((H, W), dtype=bool)
-    rendered: list[RenderedObject] = []
+    results: list[PastedObject] = []
     for obj, sl, hard, full_area in reversed(pasted):
         vis = np.zeros((H, W), dtype=bool, order="F")
         in_canvas = visible = 0.0
@@ -362,8 +341,8 @@ def render_scene(params: SceneParams, instances: InstanceSource, backgrounds: Ba
             if visible:
                 x0, y0, x1, y1 = _box(v)
                 box = (x0 + cs[1].start, y0 + cs[0].start, x1 + cs[1].start, y1 + cs[0].start)
-        rendered.append(
-            RenderedObject(
+        results.append(
+            PastedObject(
                 category_id=obj.category_id,
                 instance=obj.instance,
                 distractor=obj.distractor,
@@ -374,9 +353,9 @@ def render_scene(params: SceneParams, instances: InstanceSource, backgrounds: Ba
                 visible_area=visible,
             )
         )
-    rendered.reverse()
+    results.reverse()
     np.clip(img, 0.0, 1.0, out=img)  # the blends were not clamped one by one (see blend_into)
-    return SceneResult(image=img, objects=rendered)
+    return SceneResult(image=img, objects=results)
 
 
 def _box(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,0 +1,118 @@
+"""The refine job (:func:`synthloop.jobs.refine.run_refine`): resume, config checks, trainer choice."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from synthloop.config import build_config
+from synthloop.errors import InputError
+from synthloop.jobs.refine import (
+    RESUMABLE_KEYS,
+    RefineConfig,
+    build_trainer,
+    run_refine,
+)
+from synthloop.loops.refine.common import Domain
+from synthloop.loops.refine.cyclegan import CycleGANTrainer
+from synthloop.loops.refine.mrgan import MrGANTrainer
+from synthloop.loops.refine.pixelda import PixelDATrainer
+
+TINY = {"generator": {"base_channels": 4, "n_blocks": 1}, "discriminator": {"width": 0.0625}, "batch_size": 4}
+
+
+def _folder(root, classes, per_class, *, seed, masks_root=None):
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            img = rng.integers(0, 40, (28, 28), dtype=np.uint8)
+            m = np.zeros((28, 28), np.uint8)
+            m[4 + 4 * c : 14 + 4 * c, 6:20] = 255
+            img[m > 0] = 230
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / name / f"{name}_{i}.png")
+            if masks_root is not None:
+                (masks_root / name).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(m).save(masks_root / name / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def data(tmp_path):
+    syn = _folder(tmp_path / "syn", ["one", "two"], 4, seed=0, masks_root=tmp_path / "syn_masks")
+    real = _folder(tmp_path / "real", ["one", "two"], 3, seed=1)
+    return tmp_path, syn, real
+
+
+def _config(tmp_path, syn, real, **extra):
+    cfg = {
+        "method": "cyclegan",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"synthetic": str(syn), "real": str(real), "synthetic_masks": str(tmp_path / "syn_masks")},
+        "cyclegan": {**TINY, "steps": 3},
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "evaluation": {"classifier_steps": 2, "batch_size": 4, "classifier": {"widths": [4, 8], "blocks_per_stage": 1}},
+    }
+    for key, value in extra.items():
+        cfg[key] = value
+    path = tmp_path / "refine.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_interrupted_run_resumes_to_the_same_result(data, monkeypatch):
+    tmp_path, syn, real = data
+    cfg = build_config(RefineConfig, yaml.safe_load(_config(tmp_path, syn, real).read_text()), ["cyclegan.steps=5", "evaluation.enabled=false"])
+    run_refine(cfg, tmp_path / "straight")
+
+    original = CycleGANTrainer.train_step
+
+    def crash_at_step_4(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(CycleGANTrainer, "train_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_refine(cfg, tmp_path / "interrupted")
+    assert len(json.loads((tmp_path / "interrupted" / "losses.json").read_text())) == 2  # last checkpoint: step 2
+    monkeypatch.setattr(CycleGANTrainer, "train_step", original)
+    run_refine(cfg, tmp_path / "interrupted", resume=True)
+    a = (tmp_path / "straight" / "losses.json").read_text()
+    b = (tmp_path / "interrupted" / "losses.json").read_text()
+    assert a == b
+    for p in (tmp_path / "straight" / "refined").rglob("*.png"):
+        q = tmp_path / "interrupted" / "refined" / p.relative_to(tmp_path / "straight" / "refined")
+        assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(q)))
+
+
+def test_resume_refuses_a_changed_training_config(data):
+    tmp_path, syn, real = data
+    base = yaml.safe_load(_config(tmp_path, syn, real).read_text())
+    cfg = build_config(RefineConfig, base, ["cyclegan.steps=2", "evaluation.enabled=false"])
+    run_refine(cfg, tmp_path / "out")
+    changed = build_config(RefineConfig, base, ["cyclegan.steps=2", "evaluation.enabled=false", "seed=1", "cyclegan.lambda_cycle=5"])
+    with pytest.raises(InputError, match=r"differs from the one the checkpoint was trained with in: cyclegan\.lambda_cycle, seed;") as e:
+        run_refine(changed, tmp_path / "out", resume=True)
+    assert ", ".join(RESUMABLE_KEYS) in e.value.message
+    lines = []
+    ok = build_config(RefineConfig, base, ["cyclegan.steps=2", "evaluation.enabled=true", "log_every=7"])
+    run_refine(ok, tmp_path / "out", resume=True, log=lines.append)
+    assert lines[0] == "resumed cyclegan at step 2/2"
+
+
+def test_build_trainer_follows_the_method():
+    x = torch.rand(8, 1, 8, 8)
+    syn, real = Domain(x, torch.arange(8) % 2), Domain(x.flip(0), torch.arange(8) % 2)
+    data = {"synthetic": "s", "real": "r"}
+    tiny = {"generator": {"base_channels": 2, "n_blocks": 1}, "discriminator": {"width": 0.0625}}
+    kinds = {"cyclegan": CycleGANTrainer, "mrgan": MrGANTrainer, "pixelda": PixelDATrainer}
+    for method, kind in kinds.items():
+        section = {"stage1": tiny, "stage2": tiny} if method == "mrgan" else ({"discriminator": tiny["discriminator"]} if method == "pixelda" else tiny)
+        cfg = RefineConfig.model_validate({"method": method, "device": "cpu", "data": data, method: section})
+        assert isinstance(build_trainer(cfg, syn, real, num_classes=2), kind)
