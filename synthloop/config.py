@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from synthloop.errors import ConfigError
 
@@ -153,3 +153,17 @@ class RangeChecked(Config):
             if isinstance(value, tuple) and len(value) == 2 and all(isinstance(x, (int, float)) for x in value):
                 _ordered(value, name)
         return self
+
+
+def image_size_type(min_side: int) -> Any:
+    """The type of an ``(H, W)`` config field: a single int means a square, each side at least ``min_side``."""
+
+    def square(v: Any) -> Any:
+        return (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    def large_enough(v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < min_side:
+            raise ValueError(f"must be at least {min_side} x {min_side}, got {list(v)}")
+        return v
+
+    return Annotated[tuple[int, int], BeforeValidator(square), AfterValidator(large_enough)]

@@ -34,6 +34,11 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def overrides_argument(example: str) -> Any:
+    """The optional ``OVERRIDES...`` argument of a config-driven command; ``example`` shows a few."""
+    return typer.Argument(None, help=f"key=value overrides, e.g. {example}.")
+
+
 @app.callback()
 def _root() -> None:
     """synthloop command line."""

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, friendly_errors
+from synthloop.cli._app import app, friendly_errors, overrides_argument
 
 
 @app.command("refine")
 @friendly_errors
 def refine(
     config: Path = typer.Argument(..., help="YAML refine config (see synthloop.jobs.refine.RefineConfig)."),
-    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. method=mrgan mrgan.stage2_mode=r_rs seed=3."),
+    overrides: list[str] | None = overrides_argument("method=mrgan mrgan.stage2_mode=r_rs seed=3"),
     out: Path = typer.Option(..., "--out", help="Output folder: checkpoint, losses, refined images, metrics."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same config)."),
 ) -> None:

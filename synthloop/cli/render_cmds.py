@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, friendly_errors
+from synthloop.cli._app import app, friendly_errors, overrides_argument
 
 
 @app.command("render")
 @friendly_errors
 def render(
     config: Path = typer.Argument(..., help="YAML render config (see synthloop.jobs.render.RenderJobConfig)."),
-    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. count=5000 camera.enabled=false size=[64,64]."),
+    overrides: list[str] | None = overrides_argument("count=5000 camera.enabled=false size=[64,64]"),
     out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, friendly_errors
+from synthloop.cli._app import app, friendly_errors, overrides_argument
 
 
 @app.command("demo")
@@ -32,7 +32,7 @@ def terse_demo(
 @friendly_errors
 def terse_train(
     config: Path | None = typer.Argument(None, help="YAML config (synthloop.jobs.terse_mnist.TerseMnistConfig); defaults if omitted."),
-    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. loop.cycles=5 loop.hard_per_class=100."),
+    overrides: list[str] | None = overrides_argument("loop.cycles=5 loop.hard_per_class=100"),
     out: Path = typer.Option(..., "--out", help="Run folder: config, checkpoint, caches per cycle, history, exported target."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same config)."),
     max_cycles: int | None = typer.Option(None, "--max-cycles", min=1, help="Stop after this many cycles in total (resume later)."),
@@ -68,7 +68,7 @@ def terse_train(
 @friendly_errors
 def terse_detection(
     config: Path = typer.Argument(..., help="Job config YAML (synthloop.jobs.terse_detection_config.TerseDetectionJobConfig; see examples/terse_detection/)."),
-    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. loop.cycles=2 baseline.epochs=10 model.name=fcos_resnet50_fpn."),
+    overrides: list[str] | None = overrides_argument("loop.cycles=2 baseline.epochs=10 model.name=fcos_resnet50_fpn"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default runs/terse/<config name>); must be empty unless --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same config; loop.cycles may grow)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator
@@ -41,10 +41,11 @@ from synthloop.data.mnist import load_mnist, mnist_padded, mnist_split
 from synthloop.loops.cache import HardExampleCache
 from synthloop.loops.export import export_classifier
 from synthloop.loops.terse_classification import TerseClassificationConfig, TerseClassificationLoop
-from synthloop.loops.training import Progress, fit_classifier, scoped_rng, sgd, train_reference_classifier
+from synthloop.loops.training import fit_classifier, scoped_rng, sgd, train_reference_classifier
 from synthloop.metrics.classification import accuracy
 from synthloop.metrics.hardness import HardnessHistogram, hardness_histogram, hardness_scores
 from synthloop.models.classifiers import MNISTClassifier, MNISTClassifierDeep
+from synthloop.utils.progress import Progress
 from synthloop.utils.seeding import derive_seed, make_generator
 
 Curve = list[tuple[int, float]]
@@ -99,8 +100,26 @@ def _protocol_owned(loop: TerseClassificationConfig, owned: Sequence[str]) -> Te
     return loop
 
 
-class EfficiencyConfig(Config):
+def _loop_field(default: Callable[[], TerseClassificationConfig], about: str, owned: Sequence[str]) -> Any:
+    """A protocol's ``loop`` field: its description is ``about`` plus the loop keys the protocol sets."""
+    return Field(default_factory=default, description=f"{about}. The protocol sets {', '.join(owned)} itself")
+
+
+class _ProtocolConfig(Config):
+    """Base of the protocol configs: ``loop`` may not set the keys in ``PROTOCOL_SETS``."""
+
+    PROTOCOL_SETS: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("loop", check_fields=False)
+    @classmethod
+    def _protocol_keys(cls, v: TerseClassificationConfig) -> TerseClassificationConfig:
+        return _protocol_owned(v, cls.PROTOCOL_SETS)
+
+
+class EfficiencyConfig(_ProtocolConfig):
     """Fig. 7 protocol. Defaults: the CPU budget (2 cores, ~30-60 min); paper values in descriptions."""
+
+    PROTOCOL_SETS = EFFICIENCY_SETS
 
     seed: int = 0
     train_digits: int | None = Field(None, ge=10, description="MNIST train digits used (None = all 50,000; paper: all)")
@@ -116,17 +135,12 @@ class EfficiencyConfig(Config):
     momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
     reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
-    loop: TerseClassificationConfig = Field(
-        default_factory=lambda: TerseClassificationConfig(s_max_steps=50, s_min_steps=10),
-        description="the TERSE loop's S knobs (paper values in its descriptions); S batches per step: at most 50 (paper: until the "
-        "cache is full), at least 10 (paper: until 500 hard per class, about 10 batches; see deviations). The protocol sets "
-        f"{', '.join(EFFICIENCY_SETS)} itself",
+    loop: TerseClassificationConfig = _loop_field(
+        lambda: TerseClassificationConfig(s_max_steps=50, s_min_steps=10),
+        "the TERSE loop's S knobs (paper values in its descriptions); S batches per step: at most 50 (paper: until the "
+        "cache is full), at least 10 (paper: until 500 hard per class, about 10 batches; see deviations)",
+        EFFICIENCY_SETS,
     )
-
-    @field_validator("loop")
-    @classmethod
-    def _protocol_keys(cls, v: TerseClassificationConfig) -> TerseClassificationConfig:
-        return _protocol_owned(v, EFFICIENCY_SETS)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "EfficiencyConfig":
@@ -384,8 +398,10 @@ def run_efficiency(
 # ---------------------------------------------------------------------------- error (Table 1)
 
 
-class ErrorConfig(Config):
+class ErrorConfig(_ProtocolConfig):
     """Table 1 protocol. Defaults: the CPU budget; paper values in descriptions."""
+
+    PROTOCOL_SETS = ERROR_SETS
 
     seed: int = 0
     base_epochs: int = Field(2, ge=1, description="baseline training on padded MNIST (paper: not stated)")
@@ -394,17 +410,13 @@ class ErrorConfig(Config):
     momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
     reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
-    loop: TerseClassificationConfig = Field(
-        default_factory=lambda: TerseClassificationConfig(cycles=20, t_epochs=2, t_real_per_epoch=20_000, lr_t_drop_cycle=16, s_max_steps=30),
-        description="the TERSE loop (paper values in its descriptions): 20 cycles (paper: not stated), T 2 epochs per cycle (paper: 30) "
+    loop: TerseClassificationConfig = _loop_field(
+        lambda: TerseClassificationConfig(cycles=20, t_epochs=2, t_real_per_epoch=20_000, lr_t_drop_cycle=16, s_max_steps=30),
+        "the TERSE loop (paper values in its descriptions): 20 cycles (paper: not stated), T 2 epochs per cycle (paper: 30) "
         "over 20,000 MNIST digits (paper: all 55,000), lr 1e-3 from cycle 16 (paper: after 100 iterations), S at most 30 batches "
-        f"per cycle (paper: until the cache is full). The protocol sets {', '.join(ERROR_SETS)} itself",
+        "per cycle (paper: until the cache is full)",
+        ERROR_SETS,
     )
-
-    @field_validator("loop")
-    @classmethod
-    def _protocol_keys(cls, v: TerseClassificationConfig) -> TerseClassificationConfig:
-        return _protocol_owned(v, ERROR_SETS)
 
     def deviations(self) -> list[str]:
         """How this configuration departs from the paper's protocol, in words."""

@@ -45,20 +45,11 @@ import torch.nn.functional as F
 
 from synthloop.data.mnist import load_mnist
 from synthloop.loops.mixing import MixedBatchSampler
-from synthloop.loops.refine.common import (
-    ClassifierConfig,
-    DiscriminatorConfig,
-    Domain,
-    GeneratorConfig,
-)
+from synthloop.loops.refine.common import ClassifierConfig, DiscriminatorConfig, Domain, GeneratorConfig
 from synthloop.loops.refine.cyclegan import CycleGANConfig, CycleGANTrainer
 from synthloop.loops.refine.divergence import DivergenceConfig
 from synthloop.loops.refine.mrgan import MrGANConfig, MrGANStageConfig, MrGANTrainer
-from synthloop.loops.refine.pixelda import (
-    PixelDAConfig,
-    PixelDAGeneratorConfig,
-    PixelDATrainer,
-)
+from synthloop.loops.refine.pixelda import PixelDAConfig, PixelDAGeneratorConfig, PixelDATrainer
 from synthloop.loops.trainer import fit
 from synthloop.loops.training import train_classifier
 from synthloop.metrics.classification import accuracy

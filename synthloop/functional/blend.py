@@ -230,6 +230,7 @@ _REGISTRY: dict[str, BlendMode] = {}
 
 
 def register_blend(mode: BlendMode) -> BlendMode:
+    """Add ``mode`` to the registry (``KeyError`` if its name is taken); returns it."""
     if mode.name in _REGISTRY:
         raise KeyError(f"blend mode {mode.name!r} is already registered")
     _REGISTRY[mode.name] = mode

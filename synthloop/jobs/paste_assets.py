@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
-from synthloop.compose.sampler import sample_scene
 from synthloop.compose.params import SceneParams
+from synthloop.compose.sampler import sample_scene
+from synthloop.data.builtin import BUILTIN_BACKGROUND_SOURCES, MnistDigits
 from synthloop.data.dataset import Category
 from synthloop.errors import InputError
-from synthloop.data.builtin import BUILTIN_BACKGROUND_SOURCES, MnistDigits
 from synthloop.jobs.paste_config import BackgroundsConfig, InstancesConfig, PasteConfig
 from synthloop.utils.seeding import derive_seed
 

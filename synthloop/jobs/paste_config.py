@@ -6,6 +6,7 @@ written next to the output holds absolute paths, so a run folder can be replayed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,12 +132,29 @@ class PasteConfig(Config):
         return list(dict.fromkeys(v))
 
 
-def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Make the file paths of a raw config mapping absolute, relative to ``base``."""
+def absolute_to(base: Path) -> Callable[[Any], Any]:
+    """``absolute(p)``: a non-empty string path made absolute against ``base`` (``~`` expanded); anything else as is."""
 
     def absolute(p: Any) -> Any:
         return str((base / Path(p).expanduser()).resolve()) if isinstance(p, str) and p else p
 
+    return absolute
+
+
+def resolve_backgrounds(data: dict[str, Any], absolute: Callable[[Any], Any]) -> dict[str, Any]:
+    """``data`` with its ``backgrounds`` shorthand expanded and folder sources made absolute."""
+    bgs = data.get("backgrounds")
+    if bgs is not None:
+        bgs = BackgroundsConfig._shorthand(bgs)
+        if isinstance(bgs, dict) and isinstance(bgs.get("sources"), list):
+            bgs = dict(bgs, sources=[s if not isinstance(s, str) or s in BACKGROUND_NAMES else absolute(s) for s in bgs["sources"]])
+        data["backgrounds"] = bgs
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the file paths of a raw config mapping absolute, relative to ``base``."""
+    absolute = absolute_to(base)
     data = dict(data)
     inst = data.get("instances")
     if isinstance(inst, dict):
@@ -151,13 +169,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
                     coco[key] = absolute(coco[key])
             inst["coco"] = coco
         data["instances"] = inst
-    bgs = data.get("backgrounds")
-    if bgs is not None:
-        bgs = BackgroundsConfig._shorthand(bgs)
-        if isinstance(bgs, dict) and isinstance(bgs.get("sources"), list):
-            bgs = dict(bgs, sources=[s if not isinstance(s, str) or s in BACKGROUND_NAMES else absolute(s) for s in bgs["sources"]])
-        data["backgrounds"] = bgs
-    return data
+    return resolve_backgrounds(data, absolute)
 
 
 def load_paste_config(path: str | Path | None, overrides: list[str] | None = None) -> PasteConfig:

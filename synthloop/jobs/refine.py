@@ -4,7 +4,7 @@ the refined folder, measure label preservation and foreground IoU (:func:`run_re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,18 +12,10 @@ import torch
 from pydantic import Field
 
 from synthloop.config import Config
-from synthloop.data.folders import (
-    ImageFolder,
-    check_same_classes,
-    read_image_folder,
-    write_image_folder,
-)
+from synthloop.data.folders import ImageFolder, check_same_classes, read_image_folder, write_image_folder
 from synthloop.errors import InputError
-from synthloop.loops.refine.checkpoint import (
-    Trainer,
-    load_refiner_checkpoint,
-    save_refiner_checkpoint,
-)
+from synthloop.jobs import run_folder
+from synthloop.loops.refine.checkpoint import Trainer, load_refiner_checkpoint, save_refiner_checkpoint
 from synthloop.loops.refine.common import ClassifierConfig, Domain, resolve_device
 from synthloop.loops.refine.cyclegan import CycleGANConfig, CycleGANTrainer
 from synthloop.loops.refine.divergence import DivergenceConfig, DivergenceError
@@ -31,14 +23,10 @@ from synthloop.loops.refine.mrgan import MrGANConfig, MrGANTrainer
 from synthloop.loops.refine.pixelda import PixelDAConfig, PixelDATrainer
 from synthloop.loops.training import train_classifier
 from synthloop.metrics.classification import accuracy
-from synthloop.metrics.refinement import (
-    foreground_iou,
-    label_preservation,
-    label_preservation_per_class,
-)
+from synthloop.metrics.refinement import foreground_iou, label_preservation, label_preservation_per_class
 from synthloop.models.refiners import SmallResNet
 from synthloop.utils.atomic import atomic_write_json, atomic_write_text
-from synthloop.utils.records import diff_keys
+from synthloop.utils.records import check_same_config
 from synthloop.utils.seeding import make_generator
 
 
@@ -98,10 +86,6 @@ def build_trainer(cfg: RefineConfig, synthetic: Domain, real: Domain, *, num_cla
     if cfg.method == "mrgan":
         return MrGANTrainer(cfg.mrgan, synthetic, real, batch_size=cfg.refine_batch_size, **common)  # type: ignore[arg-type]
     return PixelDATrainer(cfg.pixelda, synthetic, real, num_classes=num_classes, **common)  # type: ignore[arg-type]
-
-
-def _training_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in RESUMABLE_KEYS}
 
 
 def _write_logs(out: Path, trainer: Trainer) -> None:
@@ -186,18 +170,14 @@ def run_refine(cfg: RefineConfig, out_dir: str | Path, *, resume: bool = False, 
     if resume:
         saved = load_refiner_checkpoint(ckpt, trainer)
         if saved is not None:
-            diff = diff_keys(_training_view(saved), _training_view(cfg_dict))
-            if diff:
-                raise InputError(
-                    f"the config differs from the one the checkpoint was trained with in: {', '.join(diff)}; "
-                    "resume with the same config (only " + ", ".join(RESUMABLE_KEYS) + " may change)",
-                    file=ckpt,
-                )
+            check_same_config(saved, cfg_dict, ignore=RESUMABLE_KEYS, file=ckpt)
         say(f"resumed {cfg.method} at step {trainer.step}/{trainer.total_steps}")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", cfg.to_yaml())
         say(f"training {cfg.method}: {len(synthetic)} synthetic, {len(real)} real images, {trainer.total_steps} steps")
+    previous = run_folder.read_record(out) if resume else None
+    record = run_folder.start_record(out, seed=cfg.seed, previous=previous, method=cfg.method, device=str(cfg.device))
 
     try:
         while not trainer.done:
@@ -223,5 +203,6 @@ def run_refine(cfg: RefineConfig, out_dir: str | Path, *, resume: bool = False, 
     if cfg.evaluation.enabled:
         metrics.update(_evaluate(cfg, trainer, synthetic, real, refined))
     atomic_write_json(out / "metrics.json", metrics)
+    run_folder.finish_record(out, record)
     say(f"wrote {len(synthetic)} refined images to {out / 'refined'}")
     return metrics

@@ -15,9 +15,8 @@ import math
 import multiprocessing
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from synthloop.data._io import make_temp_sibling
 from synthloop.data.coco import write_coco_json
 from synthloop.data.dataset import Annotation, Category, ImageEntry
 from synthloop.data.images import encode_png
-from synthloop.errors import InputError
 from synthloop.functional.masks import masks_to_boxes
+from synthloop.jobs import run_folder
 from synthloop.render.config import VARIATIONS
 from synthloop.render.glyphs import safe_class_name
 from synthloop.render.renderer import RenderConfig, Renderer
@@ -69,23 +68,6 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     u8 = (x.clamp(0.0, 1.0) * 255.0).round_().to(torch.uint8)
     u8 = u8[:, 0] if u8.shape[1] == 1 else u8.permute(0, 2, 3, 1)
     return np.ascontiguousarray(u8.numpy())
-
-
-def _git_commit() -> str | None:
-    """The commit of the source tree synthloop is imported from, if it is a git checkout."""
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = res.stdout.strip() if res.returncode == 0 else ""
-    return commit or None
-
-
-def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("output path exists and is not a folder", file=out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise InputError("output folder is not empty (pass --overwrite to replace it)", file=out_dir)
 
 
 def _publish(stage: Path, out_dir: Path) -> None:
@@ -161,6 +143,7 @@ def write_dataset(
     *,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Render ``config.count`` images into ``out_dir``.
 
@@ -181,10 +164,9 @@ def write_dataset(
     Returns:
         The ``run.json`` contents.
     """
-    from synthloop import __version__
 
     out_dir = Path(out_dir)
-    _prepare_out(out_dir, overwrite)
+    run_folder.prepare(out_dir, resume=False, config_file="config.yaml", config={}, overwrite=overwrite, outputs=())  # replaced whole at the end
     t0 = time.perf_counter()
     renderer = Renderer(config)  # bad fonts, shapes or photos fail here, before anything is written
     classes = renderer.classes
@@ -219,17 +201,8 @@ def write_dataset(
             categories = [Category(i, name, "glyph") for i, name in enumerate(classes)]
             write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
         atomic_write_text(stage / "config.yaml", config.to_yaml())
-        run = {
-            "command": "render",
-            "seed": config.seed,
-            "count": config.count,
-            "classes": classes,
-            "workers": config.output.workers,
-            "synthloop_version": __version__,
-            "commit": _git_commit(),
-            "torch_version": torch.__version__,
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+        run = run_folder.run_record(seed=config.seed, argv=argv, count=config.count, classes=classes, workers=config.output.workers)
+        run["seconds"] = round(time.perf_counter() - t0, 3)
         atomic_write_json(stage / "run.json", run)
         _publish(stage, out_dir)
     except BaseException:

@@ -21,9 +21,9 @@ from synthloop.compose.params import SceneParams
 from synthloop.data.images import encode_png, load_image
 from synthloop.errors import InputError
 from synthloop.functional.numpy_ops import to_uint8
+from synthloop.jobs.paste import ANNOTATIONS_FILE, CONFIG_FILE, PARAMS_FILE, _rle, encode_image
 from synthloop.jobs.paste_assets import build_assets
 from synthloop.jobs.paste_config import PasteConfig
-from synthloop.jobs.paste import ANNOTATIONS_FILE, CONFIG_FILE, PARAMS_FILE, _rle, encode_image
 from synthloop.utils.atomic import atomic_write_bytes
 
 

@@ -39,6 +39,11 @@ def git_commit() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
+def read_record(out_dir: str | Path) -> dict[str, Any]:
+    """The ``run.json`` of ``out_dir`` (``{}`` when there is none)."""
+    return _read_json(Path(out_dir) / RUN_FILE)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     import json
 
@@ -88,7 +93,7 @@ def prepare(
             raise InputError(f"nothing to resume: no {config_file} in this folder", file=out)
         stored = yaml.safe_load(stored_file.read_text())
         check_same_config(stored, dict(config), ignore=ignore, file=stored_file)
-        return _read_json(out / RUN_FILE)
+        return read_record(out)
     if busy and not overwrite:
         hint = "or --overwrite to replace it" if outputs is not None else "or choose another folder"
         raise InputError(f"the output folder is not empty; pass --resume to continue the run in it, {hint}", file=out)
@@ -105,24 +110,27 @@ def prepare(
 def start_record(out_dir: str | Path, *, seed: int, previous: Mapping[str, Any] | None, argv: Sequence[str] | None = None, **extra: Any) -> dict[str, Any]:
     """Write ``out_dir/run.json`` for a run that starts (or resumes, when ``previous`` is not
     ``None``) now, with ``finished: null``; returns the record for :func:`finish_record`."""
+    now = utc_now()
+    record = run_record(seed=seed, argv=argv, **extra)
+    record.update(started=(previous or {}).get("started") or now, resumed=[*(previous or {}).get("resumed", []), now] if previous is not None else [], finished=None)
+    atomic_write_json(Path(out_dir) / RUN_FILE, record)
+    return record
+
+
+def run_record(*, seed: int, argv: Sequence[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """What every ``run.json`` holds: seed, synthloop and torch versions, git commit, command line, ``extra``."""
     import torch
 
     from synthloop import __version__
 
-    now = utc_now()
-    record: dict[str, Any] = {
+    return {
         "seed": seed,
         "synthloop_version": __version__,
         "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "command": list(argv) if argv is not None else list(sys.argv),
         **extra,
-        "started": (previous or {}).get("started") or now,
-        "resumed": [*(previous or {}).get("resumed", []), now] if previous is not None else [],
-        "finished": None,
     }
-    atomic_write_json(Path(out_dir) / RUN_FILE, record)
-    return record
 
 
 def finish_record(out_dir: str | Path, record: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -132,4 +140,4 @@ def finish_record(out_dir: str | Path, record: dict[str, Any], **extra: Any) -> 
     return record
 
 
-__all__ = ["RUN_FILE", "finish_record", "git_commit", "prepare", "start_record"]
+__all__ = ["RUN_FILE", "finish_record", "git_commit", "prepare", "read_record", "run_record", "start_record"]

@@ -82,12 +82,12 @@ from synthloop.jobs.terse_detection_config import (
     MODEL_JSON,
     REPORT_FILE,
     SYNTHETIC_DIR,
-    Progress,
     TerseDetectionJobConfig,
     resolved_dict,
 )
 from synthloop.jobs.terse_detection_setup import JobData, LoadedSet, build_target, evaluate, load_detector, load_job_data
 from synthloop.metrics.detection import predicted_confidence
+from synthloop.utils.progress import Progress
 from synthloop.utils.records import utc_now
 
 
@@ -105,6 +105,15 @@ class TerseDetectionJobResult:
 
 def _rounded(ap: Mapping[str, float] | None) -> dict[str, float] | None:
     return None if ap is None else {k: round(float(v), 5) for k, v in ap.items()}
+
+
+def _evaluate(target: Any, eval_set: LoadedSet, batch_size: int, progress: Progress | None, task: str) -> dict[str, float]:
+    if progress is not None:
+        progress(task, 0, 1)
+    ap = evaluate(target, eval_set, batch_size=batch_size)
+    if progress is not None:
+        progress(task, 1, 1)
+    return ap
 
 
 def _baseline(cfg: TerseDetectionJobConfig, target: Any, data: JobData, eval_set: LoadedSet, out: Path, progress: Progress | None) -> dict[str, Any]:
@@ -128,11 +137,7 @@ def _baseline(cfg: TerseDetectionJobConfig, target: Any, data: JobData, eval_set
                 seed=derive_seed(cfg.seed, "job-baseline"), progress=bp,
             )  # fmt: skip
             target.model.eval()
-        if progress is not None:
-            progress("baseline evaluation", 0, 1)
-        ap0 = evaluate(target, eval_set, batch_size=cfg.eval_batch_size)
-        if progress is not None:
-            progress("baseline evaluation", 1, 1)
+        ap0 = _evaluate(target, eval_set, cfg.eval_batch_size, progress, "baseline evaluation")
         baseline_info = {
             "ap": _rounded(ap0),
             "epochs": cfg.baseline.epochs,
@@ -254,11 +259,7 @@ def run_terse_detection_job(
     target.model.eval()
 
     # ---- after
-    if progress is not None:
-        progress("final evaluation", 0, 1)
-    ap1 = evaluate(target, eval_set, batch_size=cfg.eval_batch_size)
-    if progress is not None:
-        progress("final evaluation", 1, 1)
+    ap1 = _evaluate(target, eval_set, cfg.eval_batch_size, progress, "final evaluation")
     scenes = result.scenes
     syn_file = write_synthetic_coco(scenes, out / SYNTHETIC_DIR, data.label_map)
 

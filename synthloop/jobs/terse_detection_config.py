@@ -3,20 +3,17 @@ loading (relative paths resolve against the config file). See :mod:`synthloop.jo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from synthloop.config import Config, apply_overrides, build_config, load_yaml
+from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml
 from synthloop.data.instances import InstanceBankConfig
-from synthloop.jobs.paste_config import BACKGROUND_NAMES, BackgroundsConfig, CocoSource
+from synthloop.jobs.paste_config import BackgroundsConfig, CocoSource, absolute_to, resolve_backgrounds
 from synthloop.loops.terse_detection_config import SceneTerseConfig
 from synthloop.models.build import SMALL_FCOS
-
-Progress = Callable[[str, int, int], None]
-"""``progress(task, done, total)``: ``task`` names the phase (baseline, cycle k: ..., evaluation)."""
 
 CONFIG_FILE = "config.resolved.yaml"
 BASELINE_FILE = "baseline.pt"
@@ -99,7 +96,7 @@ class TerseDetectionJobConfig(Config):
     """A ``synthloop terse`` job (see the module docstring)."""
 
     seed: int = 0
-    image_size: tuple[int, int] = Field((128, 128), description="(H, W) every image is resized to; a single number for square")
+    image_size: image_size_type(16) = Field((128, 128), description="(H, W) every image is resized to; a single number for square")
     real: DatasetSource
     eval: DatasetSource | None = None
     foregrounds: ForegroundsConfig = Field(default_factory=ForegroundsConfig)
@@ -109,18 +106,6 @@ class TerseDetectionJobConfig(Config):
     loop: SceneTerseConfig = Field(default_factory=SceneTerseConfig)
     eval_batch_size: int = Field(16, ge=1)
     report: ReportConfig = Field(default_factory=ReportConfig)
-
-    @field_validator("image_size", mode="before")
-    @classmethod
-    def _square(cls, v: Any) -> Any:
-        return (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @field_validator("image_size")
-    @classmethod
-    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 16:
-            raise ValueError(f"image_size must be at least 16 x 16, got {list(v)}")
-        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -135,10 +120,7 @@ class TerseDetectionJobConfig(Config):
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make the file paths of a raw config mapping absolute, relative to ``base``."""
-
-    def absolute(p: Any) -> Any:
-        return str((base / Path(p).expanduser()).resolve()) if isinstance(p, str) and p else p
-
+    absolute = absolute_to(base)
     data = dict(data)
     for key in ("real", "eval"):
         src = data.get(key)
@@ -155,13 +137,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     model = data.get("model")
     if isinstance(model, dict) and model.get("checkpoint"):
         data["model"] = dict(model, checkpoint=absolute(model["checkpoint"]))
-    bgs = data.get("backgrounds")
-    if bgs is not None:
-        bgs = BackgroundsConfig._shorthand(bgs)
-        if isinstance(bgs, dict) and isinstance(bgs.get("sources"), list):
-            bgs = dict(bgs, sources=[s if not isinstance(s, str) or s in BACKGROUND_NAMES else absolute(s) for s in bgs["sources"]])
-        data["backgrounds"] = bgs
-    return data
+    return resolve_backgrounds(data, absolute)
 
 
 def load_job_config(path: str | Path, overrides: Sequence[str] | None = None) -> TerseDetectionJobConfig:

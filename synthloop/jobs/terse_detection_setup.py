@@ -19,6 +19,7 @@ from synthloop.errors import InputError
 from synthloop.jobs.terse_detection_config import MODEL_FILE, MODEL_JSON, DatasetSource, TerseDetectionJobConfig
 from synthloop.models.build import build_detector
 
+
 @dataclass
 class LoadedSet:
     """A data set resized to the job's image size: ``images`` ``(N, 3, H, W)`` in [0, 1],

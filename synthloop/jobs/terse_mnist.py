@@ -17,10 +17,11 @@ from synthloop.config import Config
 from synthloop.data.mnist import load_mnist, mnist_padded
 from synthloop.experiments.affnist import affnist_test_set, subset_digits, train_baseline
 from synthloop.loops.terse_classification import TerseClassificationConfig, TerseClassificationLoop, TerseRunResult
-from synthloop.loops.training import Progress, scoped_rng, train_reference_classifier
+from synthloop.loops.training import scoped_rng, train_reference_classifier
 from synthloop.metrics.classification import accuracy
 from synthloop.models.registry import create_model
 from synthloop.utils.atomic import atomic_write_text
+from synthloop.utils.progress import Progress
 from synthloop.utils.seeding import derive_seed
 
 

@@ -26,6 +26,11 @@ from synthloop.utils.atomic import atomic_open
 _FIELDS = ("images", "labels", "params", "source_index", "hardness")
 
 
+def _stored(key: str, doc: str) -> property:
+    """A read-only view of one stored field (all samples, in storage order)."""
+    return property(lambda self: self._field(key), doc=doc)
+
+
 def render_digits(digits: torch.Tensor, params: torch.Tensor, canvas: tuple[int, int] | None = None) -> torch.Tensor:
     """Paste white digits shaped by ``digits`` ``Tensor[B, 1, h, w]`` onto black ``canvas`` (default
     the digits' own size) with ``params`` ``Tensor[B, 6]`` -> ``Tensor[B, 1, H, W]`` in [0, 1].
@@ -152,30 +157,11 @@ class HardExampleCache:
             self._chunks[key] = [torch.cat(chunks)]
         return self._chunks[key][0]
 
-    @property
-    def images(self) -> torch.Tensor:
-        """``Tensor[N, C, H, W]`` stored images (raises :class:`InputError` when empty)."""
-        return self._field("images")
-
-    @property
-    def labels(self) -> torch.Tensor:
-        """``Tensor[N]`` int64 labels."""
-        return self._field("labels")
-
-    @property
-    def params(self) -> torch.Tensor:
-        """``Tensor[N, 6]`` affine parameters, columns in ``AFFINE_PARAM_NAMES`` order."""
-        return self._field("params")
-
-    @property
-    def source_index(self) -> torch.Tensor:
-        """``Tensor[N]`` int64 index of each sample's source digit."""
-        return self._field("source_index")
-
-    @property
-    def hardness(self) -> torch.Tensor:
-        """``Tensor[N]`` ``1 - p(true class)`` under the target when the sample was mined."""
-        return self._field("hardness")
+    images = _stored("images", "``Tensor[N, C, H, W]`` stored images (raises :class:`InputError` when empty).")
+    labels = _stored("labels", "``Tensor[N]`` int64 labels.")
+    params = _stored("params", "``Tensor[N, 6]`` affine parameters, columns in ``AFFINE_PARAM_NAMES`` order.")
+    source_index = _stored("source_index", "``Tensor[N]`` int64 index of each sample's source digit.")
+    hardness = _stored("hardness", "``Tensor[N]`` ``1 - p(true class)`` under the target when the sample was mined.")
 
     def replay(self, digits: torch.Tensor) -> torch.Tensor:
         """Re-render every stored sample from the source ``digits`` ``Tensor[M, 1, h, w]`` (the same

@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -41,10 +41,8 @@ from synthloop.loops.training import scoped_rng
 from synthloop.metrics.classification import model_device
 from synthloop.metrics.detection import coco_ap, detect
 from synthloop.models.detection import DetectionTarget
+from synthloop.utils.progress import StepProgress
 from synthloop.utils.seeding import derive_seed, make_generator
-
-Progress = Callable[[int, int, float], None]
-"""``progress(step, total_steps, loss)`` after every optimiser step."""
 
 SCHEDULES = ("onecycle", "constant")
 GRAD_CLIP = 10.0
@@ -125,7 +123,7 @@ def train_detector(
     schedule: str = "onecycle",
     augment: bool = False,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> DetectorTrainLog:
     """Train ``target.model`` in place on real images, optionally mixed with synthetic ones.
 

@@ -56,20 +56,21 @@ from torch import nn
 from synthloop.config import Config, check_range
 from synthloop.data.affnist import AFFNIST_RANGES, sample_affnist_params, translation_bounds
 from synthloop.errors import InputError
+from synthloop.functional.losses import d_loss, g_loss
 from synthloop.loops.cache import HardExampleCache, render_digits
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.export import export_classifier
-from synthloop.loops.training import Progress, fit_classifier, scoped_rng, sgd
+from synthloop.loops.training import fit_classifier, scoped_rng, sgd
 from synthloop.metrics.classification import check_dataset, check_labels, model_device, unrecognised_fraction
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
-from synthloop.functional.losses import d_loss, g_loss
 from synthloop.models.discriminator import PatchDiscriminator
 from synthloop.models.synthesizer import MNISTSynthesizer, ParamRanges
 from synthloop.models.targets import ClassifierTarget, freeze, hardness_from_probs, is_hard_from_probs
 from synthloop.report.plots import sample_grid_png
 from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from synthloop.utils.seeding import derive_seed, make_generator
+from synthloop.utils.progress import Progress
 from synthloop.utils.records import check_same_config
+from synthloop.utils.seeding import derive_seed, make_generator
 
 Range = tuple[float, float]
 

@@ -65,7 +65,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,23 +79,22 @@ from synthloop.compose.params import ArtefactParams, BlendSpec, CutoutFrame, Obj
 from synthloop.compose.scene_batch import canvas_batch, composite_batch, cutouts, labelled_objects
 from synthloop.data.dataset import Annotation, ImageEntry
 from synthloop.errors import InputError
+from synthloop.functional.losses import d_loss, g_loss
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.detection_training import train_detector
 from synthloop.loops.terse_detection_config import SceneTerseConfig
 from synthloop.loops.training import scoped_rng
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.detection import MIN_BOX_SIZE, DetectionTarget, LabelMap, is_hard_from_confidence
-from synthloop.functional.losses import d_loss, g_loss
 from synthloop.models.discriminator import PatchDiscriminator
 from synthloop.models.synthesizer import SceneSynthesizer, to_color_params
 from synthloop.models.targets import freeze
 from synthloop.utils.atomic import atomic_write_json, atomic_write_text
-from synthloop.utils.seeding import derive_seed, make_generator
+from synthloop.utils.progress import Progress
 from synthloop.utils.records import check_same_config
+from synthloop.utils.seeding import derive_seed, make_generator
 
 Range = tuple[float, float]
-Progress = Callable[[str, int, int], None]
-"""``progress(task, done, total)``."""
 
 ANCHOR_EPS = 1e-3
 
@@ -353,6 +352,12 @@ class SceneTerse:
 
     # ------------------------------------------------------------------ single steps
 
+    def _next_step(self, counter: str, stream: str) -> tuple[int, torch.Generator]:
+        """The step number of ``counter`` (advanced) and the generator of that step's draws."""
+        step = self.counters[counter]
+        self.counters[counter] += 1
+        return step, make_generator(self.config.seed, stream, step)
+
     def s_step(self) -> dict[str, float]:
         """One S step on ``batch_size`` random fg/bg pairs, T and D frozen (see the module docstring).
 
@@ -362,9 +367,7 @@ class SceneTerse:
         if self.synthesizer is None or self.opt_s is None:
             raise InputError("there is no synthesizer to train (synthesizer='random')", field="synthesizer")
         cfg = self.config
-        step = self.counters["s"]
-        self.counters["s"] += 1
-        g = make_generator(cfg.seed, "S-pairs", step)
+        step, g = self._next_step("s", "S-pairs")
         layouts = [self.sample_layout(g, self.completed_cycles + 1) for _ in range(cfg.batch_size)]
         rgba, canvas = self._synth_inputs(layouts)
         out: dict[str, float] = {}
@@ -406,9 +409,7 @@ class SceneTerse:
         if self.discriminator is None or self.opt_d is None:
             raise InputError("the discriminator is off (discriminator: true with synthesizer: terse)", field="discriminator")
         cfg = self.config
-        step = self.counters["d"]
-        self.counters["d"] += 1
-        g = make_generator(cfg.seed, "D", step)
+        step, g = self._next_step("d", "D")
         if real is None:
             real = self.real_images[torch.randint(self.real_images.shape[0], (cfg.batch_size,), generator=g)]
         if fake is None:
@@ -690,10 +691,4 @@ def write_synthetic_coco(scenes: Sequence[SyntheticScene], out_dir: str | Path, 
     return out_dir / ANNOTATIONS_FILE
 
 
-__all__ = [
-    "SceneTerse",
-    "SceneTerseResult",
-    "SyntheticScene",
-    "replay_scene",
-    "write_synthetic_coco",
-]
+__all__ = ["SceneTerse", "SceneTerseResult", "SyntheticScene", "replay_scene", "write_synthetic_coco"]

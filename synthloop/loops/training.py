@@ -16,7 +16,7 @@ afterwards.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,8 @@ from synthloop.loops.trainer import fit
 from synthloop.metrics.classification import check_dataset, check_labels, model_device
 from synthloop.models.classifiers import MNISTClassifier
 from synthloop.models.targets import ClassifierTarget, freeze
+from synthloop.utils.progress import Progress
 from synthloop.utils.seeding import derive_seed, make_generator
-
-Progress = Callable[[str, int, int], None]
-"""``progress(task, completed, total)``: called as work advances (e.g. to drive a progress bar)."""
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ re-initialises any module (e.g. a ``PatchDiscriminator``) the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -40,6 +40,21 @@ def _norm(name: str, channels: int) -> nn.Module:
     raise ValueError(f"norm must be one of {NORMS}, got {name!r}")
 
 
+def _init_weights(module: nn.Module, init_weight: Callable[[torch.Tensor], object], init_norm_scale: Callable[[torch.Tensor], object]) -> nn.Module:
+    """In place, in module order: conv and linear weights by ``init_weight``, their biases 0; affine
+    norm scales by ``init_norm_scale``, norm shifts 0. Returns ``module``."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, _WEIGHT_TYPES):
+                init_weight(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, _NORM_TYPES) and getattr(m, "weight", None) is not None:
+                init_norm_scale(m.weight)
+                nn.init.zeros_(m.bias)
+    return module
+
+
 def init_gan_weights(module: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
     """pix2pix / CycleGAN initialisation, in place: conv and linear weights ~ N(0, std), their
     biases 0; affine norm scales ~ N(1, std), norm shifts 0. Returns ``module``.
@@ -48,31 +63,17 @@ def init_gan_weights(module: nn.Module, std: float = 0.02, generator: torch.Gene
     code, which MrGAN builds on, centres them at 1 (a scale near 0 would switch the layer off),
     and so does this function. ``std`` is a standard deviation, as in that code.
     """
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, _WEIGHT_TYPES):
-                nn.init.normal_(m.weight, 0.0, std, generator=generator)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, _NORM_TYPES) and getattr(m, "weight", None) is not None:
-                nn.init.normal_(m.weight, 1.0, std, generator=generator)
-                nn.init.zeros_(m.bias)
-    return module
+    return _init_weights(
+        module,
+        lambda w: nn.init.normal_(w, 0.0, std, generator=generator),
+        lambda w: nn.init.normal_(w, 1.0, std, generator=generator),
+    )
 
 
 def init_glorot(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
     """Glorot (Xavier) uniform weights for every conv and linear layer, zero biases, unit norm
     scales and zero shifts, in place (MrGAN appendices 2 and 3 initialise their classifiers so)."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, _WEIGHT_TYPES):
-                nn.init.xavier_uniform_(m.weight, generator=generator)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, _NORM_TYPES) and getattr(m, "weight", None) is not None:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-    return module
+    return _init_weights(module, lambda w: nn.init.xavier_uniform_(w, generator=generator), nn.init.ones_)
 
 
 def _check_images(name: str, x: torch.Tensor, channels: int) -> None:

@@ -203,6 +203,20 @@ class _TwoStreamSynthesizer(nn.Module):
     head: AffineHead
     noise_dim: int
 
+    def __init__(
+        self,
+        ranges: ParamRanges | Mapping[str, Range] | None,
+        photometric: PhotometricRanges | Mapping[str, Range] | None,
+        input_size: Sequence[int],
+        noise_dim: int,
+    ):
+        super().__init__()
+        if noise_dim < 0:
+            raise ValueError(f"noise_dim must be >= 0, got {noise_dim}")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.noise_dim = noise_dim
+        self.head = AffineHead(ranges, photometric)
+
     def _regress(self, fg: torch.Tensor, bg: torch.Tensor, per_sample_fg: int, noise: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """``fg`` ``(B * per_sample_fg, C, H, W)``, ``bg`` ``(B, C, H, W)`` -> raw outputs and noise."""
         b = bg.shape[0]
@@ -228,9 +242,26 @@ def _check_image(name: str, x: torch.Tensor, channels: int, size: tuple[int, int
         raise ValueError(f"{name} must be {size[0]}x{size[1]} (the synthesizer's input_size), got {tuple(x.shape[-2:])}")
 
 
-def _mnist_branch(dropout: float) -> nn.Sequential:
+def _regressor(in_features: int, hidden: tuple[int, int], out_features: int, dropout: float) -> nn.Sequential:
+    """RegressionFC's fully connected part: two hidden [Linear, ReLU, BN1d, Dropout] layers, then Linear."""
+    h1, h2 = hidden
     return nn.Sequential(
-        nn.Conv2d(10, 20, 3),
+        nn.Linear(in_features, h1),
+        nn.ReLU(),
+        nn.BatchNorm1d(h1),
+        nn.Dropout(dropout),
+        nn.Linear(h1, h2),
+        nn.ReLU(),
+        nn.BatchNorm1d(h2),
+        nn.Dropout(dropout),
+        nn.Linear(h2, out_features),
+    )
+
+
+def _mnist_block(in_channels: int, dropout: float) -> nn.Sequential:
+    """[Conv(->20, 3x3), ReLU, BN, Dropout2d] x 2: the AffNIST synthesizer's branches and features."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 20, 3),
         nn.ReLU(),
         nn.BatchNorm2d(20),
         nn.Dropout2d(dropout),
@@ -288,41 +319,17 @@ class MNISTSynthesizer(_TwoStreamSynthesizer):
         dropout: float = 0.5,
         init_gain: float = 0.4,
     ):
-        super().__init__()
-        if noise_dim < 0:
-            raise ValueError(f"noise_dim must be >= 0, got {noise_dim}")
+        super().__init__(ranges, photometric, input_size, noise_dim)
         self.in_channels = in_channels
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.noise_dim = noise_dim
-        self.head = AffineHead(ranges, photometric)
         self.backbone = nn.Sequential(nn.Conv2d(in_channels, 10, 5), nn.MaxPool2d(3, 2), nn.BatchNorm2d(10), nn.ReLU(), nn.Dropout2d(dropout))
-        self.fg_branch = _mnist_branch(dropout)
-        self.bg_branch = _mnist_branch(dropout)
-        self.features = nn.Sequential(
-            nn.Conv2d(40, 20, 3),
-            nn.ReLU(),
-            nn.BatchNorm2d(20),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(20, 20, 3),
-            nn.ReLU(),
-            nn.BatchNorm2d(20),
-            nn.Dropout2d(dropout),
-        )
+        self.fg_branch = _mnist_block(10, dropout)
+        self.bg_branch = _mnist_block(10, dropout)
+        self.features = _mnist_block(40, dropout)
         side = [conv_out(conv_out(conv_out(conv_out(conv_out(conv_out(s, 5), 3, 2), 3), 3), 3), 3) for s in self.input_size]
         if min(side) <= 0:
             raise ValueError(f"input_size {self.input_size} is too small for MNISTSynthesizer (needs at least 23x23)")
         self.flat_features = 20 * side[0] * side[1]
-        self.regressor = nn.Sequential(
-            nn.Linear(self.flat_features + noise_dim, 50),
-            nn.ReLU(),
-            nn.BatchNorm1d(50),
-            nn.Dropout(dropout),
-            nn.Linear(50, 20),
-            nn.ReLU(),
-            nn.BatchNorm1d(20),
-            nn.Dropout(dropout),
-            nn.Linear(20, self.head.n_outputs),
-        )
+        self.regressor = _regressor(self.flat_features + noise_dim, (50, 20), self.head.n_outputs, dropout)
         init_xavier(self, init_gain)
 
     def forward(
@@ -419,17 +426,12 @@ class SceneSynthesizer(_TwoStreamSynthesizer):
         dropout: float = 0.5,
         init_gain: float = 0.4,
     ):
-        super().__init__()
         if num_objects < 1:
             raise ValueError(f"num_objects must be >= 1, got {num_objects}")
-        if noise_dim < 0:
-            raise ValueError(f"noise_dim must be >= 0, got {noise_dim}")
         if not channels:
             raise ValueError("channels must list at least one backbone stage")
+        super().__init__(ranges, photometric, input_size, noise_dim)
         self.num_objects = num_objects
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.noise_dim = noise_dim
-        self.head = AffineHead(ranges, photometric)
         stages: list[nn.Module] = []
         c = 4
         side = list(self.input_size)
@@ -456,17 +458,7 @@ class SceneSynthesizer(_TwoStreamSynthesizer):
             nn.BatchNorm2d(64),
         )
         self.flat_features = 64 * side[0] * side[1]
-        self.regressor = nn.Sequential(
-            nn.Linear(self.flat_features + noise_dim, 128),
-            nn.ReLU(),
-            nn.BatchNorm1d(128),
-            nn.Dropout(dropout),
-            nn.Linear(128, 128),
-            nn.ReLU(),
-            nn.BatchNorm1d(128),
-            nn.Dropout(dropout),
-            nn.Linear(128, num_objects * self.head.n_outputs),
-        )
+        self.regressor = _regressor(self.flat_features + noise_dim, (128, 128), num_objects * self.head.n_outputs, dropout)
         init_xavier(self, init_gain)
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:

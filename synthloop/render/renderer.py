@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from synthloop.config import Config
+from synthloop.config import Config, image_size_type
 from synthloop.errors import InputError
 from synthloop.render.apply import Rendered, apply
 from synthloop.render.config import VariationConfig
@@ -45,7 +45,7 @@ class RenderConfig(VariationConfig):
     """The :class:`Renderer`'s settings: what to draw, how large, and the latent variations (the
     ``synthloop render`` job adds what to write: :class:`~synthloop.jobs.render.RenderJobConfig`)."""
 
-    size: tuple[int, int] = Field((28, 28), description="output (H, W); an int means square")
+    size: image_size_type(4) = Field((28, 28), description="output (H, W); an int means square")
     channels: Literal[1, 3] = 1
     glyph_size: float = Field(20.0 / 28.0, gt=0.0, le=2.0, description="glyph's longer side as a fraction of min(H, W)")
     supersample: int = Field(1, ge=1, le=8)
@@ -53,17 +53,6 @@ class RenderConfig(VariationConfig):
     chars: str = "0123456789"
     shapes: list[ShapeConfig] = Field(default_factory=list)
 
-    @field_validator("size", mode="before")
-    @classmethod
-    def _square(cls, v: Any) -> Any:
-        return (v, v) if isinstance(v, int) else v
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 4:
-            raise ValueError(f"size must be at least 4x4, got {v}")
-        return v
 
 
 @dataclass

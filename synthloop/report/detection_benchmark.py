@@ -10,13 +10,31 @@ HARD_THRESHOLD = 0.5
 AP_KEYS = ("ap50", "ap60", "ap70", "ap80", "ap")
 
 
-def plot_samples(rows: Sequence[tuple[str, Mapping[str, Any]]], path: Path) -> bool:
-    """Grid of kept composites per method, boxes green where the baseline finds the object
-    (confidence >= 0.5) and red where it misses it (as in the paper's figures)."""
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_line_plot(plt: Any, fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Label ``ax``, add its legend, write ``fig`` to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_samples(rows: Sequence[tuple[str, Mapping[str, Any]]], path: Path) -> bool:
+    """Grid of kept composites per method, boxes green where the baseline finds the object
+    (confidence >= 0.5) and red where it misses it (as in the paper's figures)."""
+    plt = _pyplot()
     from matplotlib.patches import Rectangle
 
     if not rows:
@@ -43,11 +61,7 @@ def plot_samples(rows: Sequence[tuple[str, Mapping[str, Any]]], path: Path) -> b
 
 
 def plot_hardness(methods: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, m in methods.items():
         h = m.get("histogram")
@@ -57,32 +71,18 @@ def plot_hardness(methods: Mapping[str, Mapping[str, Any]], path: Path) -> None:
         centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
         ax.plot(centres, h["fractions"], marker="o", ms=3, label=f"{name} (hard {m['hard_positive_fraction']:.2f})")
     ax.axvline(HARD_THRESHOLD, color="grey", ls="--", lw=1)
-    ax.set_xlabel("baseline detector confidence on the pasted object")
-    ax.set_ylabel("fraction of pasted objects")
-    ax.set_title("Hardness of the synthetic data under the baseline (TERSE Fig. 8 analogue)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    xlabel = "baseline detector confidence on the pasted object"
+    title = "Hardness of the synthetic data under the baseline (TERSE Fig. 8 analogue)"
+    _save_line_plot(plt, fig, ax, xlabel, "fraction of pasted objects", title, path)
 
 
 def plot_ap(methods: Mapping[str, Mapping[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     ious = [0.5, 0.6, 0.7, 0.8]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, m in methods.items():
         ax.plot(ious, [100 * m[k] for k in AP_KEYS[:4]], marker="o", label=f"{name} (AP {100 * m['ap']:.1f})")
-    ax.set_xlabel("IoU threshold")
-    ax.set_ylabel("AP (%) on test")
-    ax.set_title("Digits in scenes: AP by IoU (TERSE Table 4 analogue)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_line_plot(plt, fig, ax, "IoU threshold", "AP (%) on test", "Digits in scenes: AP by IoU (TERSE Table 4 analogue)", path)
 
 
 def table(methods: Mapping[str, Mapping[str, Any]], baseline_ap: Mapping[str, float]) -> str:

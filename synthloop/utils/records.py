@@ -40,15 +40,17 @@ def _short(value: Any, limit: int = 60) -> str:
 def check_same_config(stored: Any, current: Any, *, ignore: tuple[str, ...] = (), file: str | Path | None = None) -> None:
     """Refuse to resume a run whose stored config differs from ``current`` (nested dicts).
 
-    Keys in ``ignore`` (dotted, e.g. ``"loop.cycles"``: more cycles extend a run) may differ.
+    Keys in ``ignore`` (dotted, e.g. ``"loop.cycles"``: more cycles extend a run), and everything
+    below them, may differ.
 
     Raises:
         InputError: naming ``file``, the first differing key as the field, and every change.
     """
-    diff = [k for k in diff_keys(stored, current) if k not in ignore]
+    diff = [k for k in diff_keys(stored, current) if not any(k == i or k.startswith(i + ".") for i in ignore)]
     if diff:
         detail = ", ".join(f"{k}: {_short(_at(stored, k))} -> {_short(_at(current, k))}" for k in diff)
-        raise InputError(f"the run was started with a different configuration (changed: {detail}); resume with the same settings", file=file, field=diff[0])
+        allowed = f" (only {', '.join(ignore)} may change)" if ignore else ""
+        raise InputError(f"the run was started with a different configuration (changed: {detail}); resume with the same settings{allowed}", file=file, field=diff[0])
 
 
 __all__ = ["check_same_config", "diff_keys", "utc_now"]

@@ -48,7 +48,7 @@ def test_render_writes_image_folder_coco_and_replayable_params(tmp_path):
     pngs = sorted(out.glob("images/*/*.png"))
     assert len(pngs) == 23 and {p.parent.name for p in pngs} <= set("0123456789")
     run = json.loads((out / "run.json").read_text())
-    assert run["seed"] == 4 and run["count"] == 23 and "synthloop_version" in run and "commit" in run
+    assert run["seed"] == 4 and run["count"] == 23 and "synthloop_version" in run and "git_commit" in run
     # the resolved config reads back into the same config
     saved = load_config(RenderJobConfig, out / "config.yaml")
     assert saved == load_config(RenderJobConfig, cfg, ["size=[28,28]"])

@@ -97,7 +97,7 @@ def test_resume_refuses_a_changed_training_config(data):
     cfg = build_config(RefineConfig, base, ["cyclegan.steps=2", "evaluation.enabled=false"])
     run_refine(cfg, tmp_path / "out")
     changed = build_config(RefineConfig, base, ["cyclegan.steps=2", "evaluation.enabled=false", "seed=1", "cyclegan.lambda_cycle=5"])
-    with pytest.raises(InputError, match=r"differs from the one the checkpoint was trained with in: cyclegan\.lambda_cycle, seed;") as e:
+    with pytest.raises(InputError, match=r"different configuration \(changed: cyclegan\.lambda_cycle: 10\.0 -> 5\.0, seed: 0 -> 1\)") as e:
         run_refine(changed, tmp_path / "out", resume=True)
     assert ", ".join(RESUMABLE_KEYS) in e.value.message
     lines = []

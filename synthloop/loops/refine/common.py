@@ -18,11 +18,9 @@ from torch import nn
 from synthloop.config import Config
 from synthloop.data.folders import ImageFolder
 from synthloop.errors import InputError
-from synthloop.loops.refine.divergence import (
-    DivergenceConfig,
-    DivergenceEvent,
-    DivergenceMonitor,
-)
+from synthloop.loops.refine.divergence import DivergenceConfig, DivergenceEvent, DivergenceMonitor
+from synthloop.models.discriminator import PatchDiscriminator
+from synthloop.models.refiners import init_gan_weights
 from synthloop.models.targets import freeze
 from synthloop.utils.seeding import make_generator
 
@@ -295,7 +293,7 @@ class TrainerBase(StepLoop):
 
     method = ""
 
-    def __init__(self, *, seed: int, device: str | torch.device, divergence: DivergenceConfig | None, name: str):
+    def __init__(self, cfg: Any, synthetic: Domain, real: Domain, *, seed: int, device: str | torch.device, divergence: DivergenceConfig | None, name: str):
         self.seed = int(seed)
         self.device = resolve_device(device)
         self.name = name
@@ -306,9 +304,25 @@ class TrainerBase(StepLoop):
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.rngs: dict[str, torch.Generator] = {}
         self.pools: dict[str, ImagePool] = {}
+        check_compatible(synthetic, real)
+        self.cfg = cfg
+        self.synthetic = synthetic
+        self.real = real
 
     def _rng(self, *keys: object) -> torch.Generator:
         return make_generator(self.seed, self.method, *keys)
+
+    def _discriminator(self, key: str) -> PatchDiscriminator:
+        """A PatchGAN sized by ``cfg.discriminator``, initialised from the generator ``key``, on the device."""
+        dc = self.cfg.discriminator
+        d = PatchDiscriminator(self.synthetic.channels, width=dc.width, init_std=dc.init_std)
+        return init_gan_weights(d, dc.init_std, self._rng(key)).to(self.device)
+
+    def _start_sampling(self, label_aligned: bool) -> None:
+        """Set up the pair sampler and the noise generator (both saved in checkpoints)."""
+        self.sampler = PairSampler(self.synthetic, self.real, label_aligned=label_aligned, generator=self._rng("sampler"))
+        self.noise_rng = self._rng("noise")
+        self.rngs = {"sampler": self.sampler.generator, "noise": self.noise_rng}
 
     @property
     @abc.abstractmethod

@@ -20,22 +20,9 @@ from pydantic import Field, model_validator
 from synthloop.config import Config
 from synthloop.errors import InputError
 from synthloop.functional.losses import background_l1, foreground_hue_l1, lsgan_loss
-from synthloop.loops.refine.common import (
-    DiscriminatorConfig,
-    Domain,
-    GeneratorConfig,
-    ImagePool,
-    Pair,
-    PairSampler,
-    TrainerBase,
-    apply_model,
-    check_compatible,
-    set_requires_grad,
-    to_floats,
-)
+from synthloop.loops.refine.common import DiscriminatorConfig, Domain, GeneratorConfig, ImagePool, Pair, TrainerBase, apply_model, set_requires_grad, to_floats
 from synthloop.loops.refine.divergence import DivergenceConfig
-from synthloop.models.discriminator import PatchDiscriminator
-from synthloop.models.refiners import ResnetGenerator, init_gan_weights
+from synthloop.models.refiners import ResnetGenerator
 
 
 class CycleGANConfig(Config):
@@ -111,8 +98,7 @@ class CycleGANTrainer(TrainerBase):
         label_aligned: bool = True,
         name: str = "cyclegan",
     ):
-        super().__init__(seed=seed, device=device, divergence=divergence, name=name)
-        check_compatible(synthetic, real)
+        super().__init__(cfg, synthetic, real, seed=seed, device=device, divergence=divergence, name=name)
         k = 2**cfg.generator.n_downsample
         h, w = synthetic.size
         if h % k or w % k:
@@ -120,29 +106,21 @@ class CycleGANTrainer(TrainerBase):
                 f"images are {w}x{h}; with generator.n_downsample={cfg.generator.n_downsample} both sides must be multiples of {k}",
                 field="generator.n_downsample",
             )
-        self.cfg = cfg
-        self.synthetic = synthetic
-        self.real = real
         c = synthetic.channels
-        gc, dc = cfg.generator, cfg.discriminator
+        gc = cfg.generator
 
         def gen(key: str) -> ResnetGenerator:
             return ResnetGenerator(c, c, gc.base_channels, gc.n_downsample, gc.n_blocks, gc.norm, gc.init_std, generator=self._rng(key))
 
-        def disc(key: str) -> PatchDiscriminator:
-            return init_gan_weights(PatchDiscriminator(c, width=dc.width, init_std=dc.init_std), dc.init_std, self._rng(key))
-
         self.g_s2r = gen("g_s2r").to(self.device)
         self.g_r2s = gen("g_r2s").to(self.device)
-        self.d_real = disc("d_real").to(self.device)
-        self.d_syn = disc("d_syn").to(self.device)
+        self.d_real = self._discriminator("d_real")
+        self.d_syn = self._discriminator("d_syn")
         self.models = {"g_s2r": self.g_s2r, "g_r2s": self.g_r2s, "d_real": self.d_real, "d_syn": self.d_syn}
         self.opt_g = torch.optim.Adam(itertools.chain(self.g_s2r.parameters(), self.g_r2s.parameters()), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(itertools.chain(self.d_real.parameters(), self.d_syn.parameters()), lr=cfg.lr_d, betas=cfg.betas)
         self.optimizers = {"g": self.opt_g, "d": self.opt_d}
-        self.sampler = PairSampler(synthetic, real, label_aligned=label_aligned, generator=self._rng("sampler"))
-        self.noise_rng = self._rng("noise")
-        self.rngs = {"sampler": self.sampler.generator, "noise": self.noise_rng}
+        self._start_sampling(label_aligned)
         self.pool_real = ImagePool(cfg.pool_size)
         self.pool_syn = ImagePool(cfg.pool_size)
         self.pools = {"real": self.pool_real, "syn": self.pool_syn}

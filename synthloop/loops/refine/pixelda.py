@@ -17,22 +17,10 @@ from pydantic import Field
 from synthloop.config import Config
 from synthloop.errors import InputError
 from synthloop.functional.losses import d_loss, g_loss, masked_pmse
-from synthloop.loops.refine.common import (
-    ClassifierConfig,
-    DiscriminatorConfig,
-    Domain,
-    Pair,
-    PairSampler,
-    TrainerBase,
-    apply_model,
-    check_compatible,
-    set_requires_grad,
-    to_floats,
-)
+from synthloop.loops.refine.common import ClassifierConfig, DiscriminatorConfig, Domain, Pair, TrainerBase, apply_model, set_requires_grad, to_floats
 from synthloop.loops.refine.divergence import DivergenceConfig
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
-from synthloop.models.discriminator import PatchDiscriminator
-from synthloop.models.refiners import PixelDAGenerator, SmallResNet, init_gan_weights
+from synthloop.models.refiners import PixelDAGenerator, SmallResNet
 
 
 class PixelDAGeneratorConfig(Config):
@@ -105,8 +93,7 @@ class PixelDATrainer(TrainerBase):
         label_aligned: bool = True,
         name: str = "pixelda",
     ):
-        super().__init__(seed=seed, device=device, divergence=divergence, name=name)
-        check_compatible(synthetic, real)
+        super().__init__(cfg, synthetic, real, seed=seed, device=device, divergence=divergence, name=name)
         if synthetic.labels is None:
             raise InputError(
                 f"PixelDA trains a task classifier on the synthetic labels, but {synthetic.name} has none "
@@ -117,15 +104,12 @@ class PixelDATrainer(TrainerBase):
         if num_classes is not None and num_classes < k:
             raise InputError(f"num_classes={num_classes} but the synthetic labels go up to {k - 1}", field="num_classes")
         self.num_classes = max(num_classes or k, 2)
-        self.cfg = cfg
-        self.synthetic = synthetic
-        self.real = real
         c = synthetic.channels
-        gc, dc, cc = cfg.generator, cfg.discriminator, cfg.classifier
+        gc, cc = cfg.generator, cfg.classifier
         self.g = PixelDAGenerator(
             c, c, synthetic.size, gc.noise_dim, gc.base_channels, gc.n_blocks, gc.norm, gc.init_std, generator=self._rng("g")
         ).to(self.device)
-        self.d = init_gan_weights(PatchDiscriminator(c, width=dc.width, init_std=dc.init_std), dc.init_std, self._rng("d")).to(self.device)
+        self.d = self._discriminator("d")
         self.t = SmallResNet(self.num_classes, c, cc.widths, cc.blocks_per_stage, generator=self._rng("t")).to(self.device)
         guard_strided_1x1_convs(self.t)
         self.models = {"g": self.g, "d": self.d, "t": self.t}
@@ -133,9 +117,7 @@ class PixelDATrainer(TrainerBase):
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_t = torch.optim.Adam(self.t.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.optimizers = {"g": self.opt_g, "d": self.opt_d, "t": self.opt_t}
-        self.sampler = PairSampler(synthetic, real, label_aligned=label_aligned, generator=self._rng("sampler"))
-        self.noise_rng = self._rng("noise")
-        self.rngs = {"sampler": self.sampler.generator, "noise": self.noise_rng}
+        self._start_sampling(label_aligned)
 
     @property
     def total_steps(self) -> int:
