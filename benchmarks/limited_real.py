@@ -118,12 +118,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--run-dir", type=Path, default=None, help="cache folder (default runs/limited_real[_quick])")
     p.add_argument("--no-cache", action="store_true", help="run everything, keep nothing")
     p.add_argument("--no-ablation", action="store_true")
+    p.add_argument("--budget", type=json.loads, default={}, metavar="JSON", help='Budget fields to override, e.g. \'{"clf_steps": 3}\' (lists for tuples)')
+    p.add_argument("--name", default=None, help="result name (default limited_real[_quick])")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    b = Budget.quick() if args.quick else Budget()
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in args.budget.items()}
+    b = Budget.quick(**overrides) if args.quick else replace(Budget(), **overrides)
     if args.no_ablation:
         b = replace(b, ablation=False)
-    name = "limited_real_quick" if args.quick else "limited_real"
+    name = args.name or ("limited_real_quick" if args.quick else "limited_real")
     run_dir = None if args.no_cache else (args.run_dir or ROOT / "runs" / name)
     lines: list[str] = []
 

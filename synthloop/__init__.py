@@ -1,15 +1,19 @@
 """synthloop: task-aware synthetic training data for computer vision.
 
-Layout (data flows top to bottom):
+Layers, bottom to top (every import points down; ``tests/test_layout.py`` checks it):
 
-- ``synthloop.functional``  pure, batched, differentiable ops (no RNG, no state)
-- ``synthloop.compose``     parameter samplers -> params dataclasses -> deterministic ``apply``
-- ``synthloop.data``        built-in data (MNIST, AffNIST-style, backgrounds), instance banks, COCO/YOLO/VOC I/O
-- ``synthloop.models``      synthesizers, discriminators, target adapters
-- ``synthloop.loops``       TERSE and other training loops
-- ``synthloop.generate``    dataset generation jobs (``synthloop paste``)
-- ``synthloop.report``      contact sheets, plots, HTML reports
-- ``synthloop.cli``         the command line (parses, builds a config, calls the library)
+- ``synthloop.errors``, ``synthloop.config``, ``synthloop.utils``  foundations
+- ``synthloop.functional``   pure, batched, differentiable ops (no RNG, no state); the blend registry
+- ``synthloop.data``         readers/writers, datasets, built-in data, backgrounds, instance banks
+- ``synthloop.compose``      the scene schema, samplers, deterministic NumPy and torch compositors
+- ``synthloop.render``       the glyph renderer (config, params, sample, apply)
+- ``synthloop.models``       networks and target adapters (no file I/O)
+- ``synthloop.metrics``      accuracy, hardness, COCO AP
+- ``synthloop.report``       figures, contact sheets, HTML reports
+- ``synthloop.loops``        training logic: one trainer, checkpoints, TERSE loops, refiners
+- ``synthloop.experiments``  paper protocols as library code
+- ``synthloop.jobs``         what a command runs end to end (run folder, records, reports)
+- ``synthloop.cli``          the command line (parses, builds a config, calls a job)
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
