@@ -45,6 +45,7 @@ from synthloop.loops.training import fit_classifier, scoped_rng, sgd, train_refe
 from synthloop.metrics.classification import accuracy
 from synthloop.metrics.hardness import HardnessHistogram, hardness_histogram, hardness_scores
 from synthloop.models.classifiers import MNISTClassifier, MNISTClassifierDeep
+from synthloop.report.plots import write_cache_grid
 from synthloop.utils.progress import Progress
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -356,7 +357,7 @@ def run_efficiency(
             device=device,
             run_dir=root / source if root is not None else None,
         )
-        out = loop.run(evaluate=evaluate, progress=progress, export=source == "terse", resume=resume and root is not None)
+        out = loop.run(evaluate=evaluate, progress=progress, export=source == "terse", resume=resume and root is not None, on_cycle=write_cache_grid)
         curve = [(0, mnist_only)] + [(int(r["synthetic_total"]), float(r["test_acc"])) for r in out.history]
         results[source] = (curve, loop)
         timings[f"{source}_s"] = time.perf_counter() - t
@@ -517,7 +518,7 @@ def run_error(
 
     t = time.perf_counter()
     loop = TerseClassificationLoop(cfg.loop_config(), model, train_x, train_y, reference=reference, device=device, run_dir=run_dir)
-    out = loop.run(evaluate=evaluate, progress=progress)
+    out = loop.run(evaluate=evaluate, progress=progress, on_cycle=write_cache_grid)
     timings["terse_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     best_cycle = next(r["cycle"] for r in out.history if r["val_error_pct"] == best["val_error_pct"])

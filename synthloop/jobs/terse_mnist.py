@@ -16,10 +16,12 @@ from pydantic import Field
 from synthloop.config import Config
 from synthloop.data.mnist import load_mnist, mnist_padded
 from synthloop.experiments.affnist import affnist_test_set, subset_digits, train_baseline
+from synthloop.jobs import run_folder
 from synthloop.loops.terse_classification import TerseClassificationConfig, TerseClassificationLoop, TerseRunResult
 from synthloop.loops.training import scoped_rng, train_reference_classifier
 from synthloop.metrics.classification import accuracy
 from synthloop.models.registry import create_model
+from synthloop.report.plots import write_cache_grid
 from synthloop.utils.atomic import atomic_write_text
 from synthloop.utils.progress import Progress
 from synthloop.utils.seeding import derive_seed
@@ -51,25 +53,26 @@ def run_terse_mnist(
     device = torch.device(device)
     out = Path(out)
     seed = cfg.loop.seed
-    x, y = load_mnist("train")
-    x, y = subset_digits(x, y, cfg.train_digits, seed, "train")
-    x, y = mnist_padded(x).to(device), y.to(device)
-    tx, ty = load_mnist("test")
-    tx, ty = subset_digits(tx, ty, cfg.test_digits, seed, "test")
-    test = affnist_test_set(mnist_padded(tx).to(device), seed)
-    ty = ty.to(device)
-    with scoped_rng(derive_seed(seed, "baseline", "init"), device):
-        target = create_model(cfg.target).to(device)
-    resuming = resume and (out / "checkpoint.pt").is_file()
-    if cfg.base_epochs and not resuming:  # a resumed run loads T from its checkpoint
-        train_baseline(target, x, y, epochs=cfg.base_epochs, batch_size=cfg.loop.t_batch_size, lr=cfg.base_lr, momentum=cfg.loop.t_momentum, seed=seed, progress=progress)
-    reference = None
-    if cfg.reference_epochs:
-        reference = train_reference_classifier(x, y, epochs=cfg.reference_epochs, seed=seed, device=device, progress=progress)
-    loop = TerseClassificationLoop(cfg.loop, target, x, y, reference=reference, device=device, run_dir=out)
+    with run_folder.lock(out):
+        x, y = load_mnist("train")
+        x, y = subset_digits(x, y, cfg.train_digits, seed, "train")
+        x, y = mnist_padded(x).to(device), y.to(device)
+        tx, ty = load_mnist("test")
+        tx, ty = subset_digits(tx, ty, cfg.test_digits, seed, "test")
+        test = affnist_test_set(mnist_padded(tx).to(device), seed)
+        ty = ty.to(device)
+        with scoped_rng(derive_seed(seed, "baseline", "init"), device):
+            target = create_model(cfg.target).to(device)
+        resuming = resume and (out / "checkpoint.pt").is_file()
+        if cfg.base_epochs and not resuming:  # a resumed run loads T from its checkpoint
+            train_baseline(target, x, y, epochs=cfg.base_epochs, batch_size=cfg.loop.t_batch_size, lr=cfg.base_lr, momentum=cfg.loop.t_momentum, seed=seed, progress=progress)
+        reference = None
+        if cfg.reference_epochs:
+            reference = train_reference_classifier(x, y, epochs=cfg.reference_epochs, seed=seed, device=device, progress=progress)
+        loop = TerseClassificationLoop(cfg.loop, target, x, y, reference=reference, device=device, run_dir=out)
 
-    def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        return {"test_acc": accuracy(model, test, ty, num_classes=cfg.loop.num_classes, batch_size=cfg.loop.eval_batch_size)}
+        def evaluate(model: torch.nn.Module) -> dict[str, float]:
+            return {"test_acc": accuracy(model, test, ty, num_classes=cfg.loop.num_classes, batch_size=cfg.loop.eval_batch_size)}
 
-    atomic_write_text(out / "terse_mnist.yaml", cfg.to_yaml())
-    return loop.run(resume=resume, max_cycles=max_cycles, evaluate=evaluate, progress=progress)
+        atomic_write_text(out / "terse_mnist.yaml", cfg.to_yaml())
+        return loop.run(resume=resume, max_cycles=max_cycles, evaluate=evaluate, progress=progress, on_cycle=write_cache_grid)

@@ -35,7 +35,7 @@ checkpoint written after any cycle therefore continues exactly as the uninterrup
 
 Run folder (``run_dir``): ``config.yaml`` (resolved), ``history.json``, ``checkpoint.pt`` (after
 every cycle), ``cycles/cycle_001/samples.npz`` and so on (the cache as a data set: float32 images, labels,
-affine parameters, source digit index, hardness) and ``grid.png``, and when all cycles are done
+affine parameters, source digit index, hardness), and when all cycles are done
 ``target.pt2`` + ``target.json`` (the exported target, loadable without synthloop).
 """
 
@@ -66,8 +66,7 @@ from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.discriminator import PatchDiscriminator
 from synthloop.models.synthesizer import MNISTSynthesizer, ParamRanges
 from synthloop.models.targets import ClassifierTarget, freeze, hardness_from_probs, is_hard_from_probs
-from synthloop.report.plots import sample_grid_png
-from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from synthloop.utils.atomic import atomic_write_json, atomic_write_text
 from synthloop.utils.progress import Progress
 from synthloop.utils.records import check_same_config
 from synthloop.utils.seeding import derive_seed, make_generator
@@ -485,8 +484,7 @@ class TerseClassificationLoop:
     def _write_cycle(self, cycle: int, cache: HardExampleCache) -> dict[str, str]:
         folder = self._cycle_dir(cycle)
         cache.save(folder / "samples.npz")
-        atomic_write_bytes(folder / "grid.png", sample_grid_png(cache.images, cache.labels, per_class=10, num_classes=self.config.num_classes))
-        return {"samples": str(folder / "samples.npz"), "grid": str(folder / "grid.png")}
+        return {"samples": str(folder / "samples.npz")}
 
     def run(
         self,
@@ -496,6 +494,7 @@ class TerseClassificationLoop:
         evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         progress: Progress | None = None,
         export: bool = True,
+        on_cycle: Callable[[int, HardExampleCache, Path], dict[str, str]] | None = None,
     ) -> TerseRunResult:
         """Run cycles until ``config.cycles`` are done (or ``max_cycles`` in total, to stop early).
 
@@ -505,6 +504,8 @@ class TerseClassificationLoop:
             evaluate: called with T after each cycle; its numbers go into the history.
             progress: ``progress(task, done, total)`` callback.
             export: export the final target when the last cycle is done.
+            on_cycle: with a run folder, called as ``on_cycle(cycle, cache, cycle_folder)`` after a
+                cycle that cached samples (e.g. a job writing a sample grid); returns the files it wrote.
 
         Raises:
             InputError: ``run_dir`` already holds a checkpoint and ``resume`` is false, or the
@@ -547,7 +548,10 @@ class TerseClassificationLoop:
             self.completed_cycles = cycle
             if self.run_dir is not None:
                 if len(cache):
-                    files.update({f"cycle_{cycle:03d}_{k}": v for k, v in self._write_cycle(cycle, cache).items()})
+                    written = self._write_cycle(cycle, cache)
+                    if on_cycle is not None:
+                        written.update(on_cycle(cycle, cache, self._cycle_dir(cycle)))
+                    files.update({f"cycle_{cycle:03d}_{k}": v for k, v in written.items()})
                 save_checkpoint(self.checkpoint_path, self.state_dict())
                 atomic_write_json(self.run_dir / "history.json", self.history)
         finished = self.completed_cycles >= cfg.cycles

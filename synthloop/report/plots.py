@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,3 +126,12 @@ def hardness_histogram_png(hist: HardnessHistogram, *, title: str = "Hardness 1 
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="upper center")
     return figure_png(fig)
+
+
+def write_cache_grid(cycle: int, cache: Any, folder: Path) -> dict[str, str]:
+    """``folder/grid.png``: a TERSE hard-example cache's samples, ten per class (a loop's ``on_cycle`` hook)."""
+    from synthloop.utils.atomic import atomic_write_bytes
+
+    path = Path(folder) / "grid.png"
+    atomic_write_bytes(path, sample_grid_png(cache.images, cache.labels, per_class=10, num_classes=cache.num_classes))
+    return {"grid": str(path)}

@@ -38,6 +38,7 @@ def test_terse_train_stops_resumes_and_exports(tmp_path):
     model = torch.export.load(str(out / "target.pt2")).module()
     assert model(torch.rand(3, 1, 40, 40)).shape == (3, 10)
     assert (out / "cycles" / "cycle_002" / "samples.npz").is_file()
+    assert (out / "cycles" / "cycle_002" / "grid.png").read_bytes()[:4] == b"\x89PNG"  # the job's figure per cycle
 
 
 def test_terse_train_config_errors_are_one_line(tmp_path):
