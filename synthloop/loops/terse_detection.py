@@ -147,10 +147,10 @@ def replay_scene(params: SceneParams | Mapping[str, Any], foregrounds: Any, back
     """
     if not isinstance(params, SceneParams):
         params = SceneParams.from_dict(dict(params))
-    return _render_scene(params, foregrounds, backgrounds, label_map)
+    return _composite_scene(params, foregrounds, backgrounds, label_map)
 
 
-def _render_scene(params: SceneParams, foregrounds: Any, backgrounds: Any, label_map: LabelMap, canvas: torch.Tensor | None = None) -> SyntheticScene:
+def _composite_scene(params: SceneParams, foregrounds: Any, backgrounds: Any, label_map: LabelMap, canvas: torch.Tensor | None = None) -> SyntheticScene:
     """:func:`replay_scene`; ``canvas`` ``(1, 3, H, W)`` is the scene's background with artefacts when
     already rendered by :func:`~synthloop.compose.scene_batch.canvas_batch` (a deterministic
     function of the params, so reusing it changes no bit)."""
@@ -470,7 +470,7 @@ class SceneTerse:
             reuse = canvas is not None and self.device.type == "cpu"
             # one scene at a time, through replay's code, so a kept scene replays bit-identically
             rendered = [
-                _render_scene(p, self.foregrounds, self.backgrounds, self.label_map, canvas[i : i + 1] if reuse else None)
+                _composite_scene(p, self.foregrounds, self.backgrounds, self.label_map, canvas[i : i + 1] if reuse else None)
                 for i, p in enumerate(layouts)
             ]
             has = [i for i, s in enumerate(rendered) if s.target["labels"].numel()]
