@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection bench-limited-real bench-onednn clean
+.PHONY: demo test bench bench-throughput bench-render bench-affnist bench-detection bench-limited-real bench-onednn bench-reliability clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench-limited-real: $(STAMP)
 
 bench-onednn: $(STAMP)
 	$(BIN)/python benchmarks/onednn_repro.py
+
+bench-reliability: $(STAMP)
+	$(BIN)/python benchmarks/onednn_repro.py --trials 3
+	if [ -f benchmarks/reliability_fuzz.py ]; then $(BIN)/python benchmarks/reliability_fuzz.py; fi
+	$(BIN)/python benchmarks/reliability.py
 
 clean:
 	rm -rf runs .pytest_cache

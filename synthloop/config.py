@@ -14,6 +14,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from synthloop.errors import ConfigError
+from synthloop.utils.text import read_text
 
 C = TypeVar("C", bound="Config")
 
@@ -102,7 +103,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("file not found", file=path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {e}", file=path) from None
     if not isinstance(data, dict):

@@ -37,5 +37,19 @@ class ConfigError(InputError):
     """A configuration file or override is invalid."""
 
 
+class StorageError(SynthloopError):
+    """A file could not be written: the disk is full, the file-size limit was reached, or a quota.
+    ``path`` names the file; an atomic write leaves the previous file (or none), so rerunning with
+    ``--resume`` once there is room continues the run."""
+
+    def __init__(self, message: str, path: str | Path | None = None, errno: int | None = None):
+        self.path = str(path) if path is not None else None
+        self.errno = errno
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.args[0], self.path, self.errno))
+
+
 class DataUnavailableError(SynthloopError):
     """A built-in data set is not cached and cannot be fetched."""

@@ -8,6 +8,7 @@ parameters and the foreground pixels. Works on any device; no RNG.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -139,12 +140,8 @@ def paste_objects_batch(
     affine: torch.Tensor,
     *,
     photometric_params: torch.Tensor | None = None,
-    blend_mode: str = "alpha",
-    blend_options: dict | None = None,
-    cleanup: bool = False,
-    cleanup_sigma: float = 1.0,
-    cleanup_mu: float = TERSE_MU,
     threshold: float = 0.5,
+    **options: Any,
 ) -> SceneComposite:
     """Paste K cut-outs per canvas one after another (object ``k + 1`` over object ``k``) with
     :func:`paste_batch`, keeping track of what stays visible.
@@ -154,8 +151,9 @@ def paste_objects_batch(
         bg: ``(B, C, H, W)`` canvases.
         affine: ``(B, K, 6)`` placements (see :mod:`synthloop.functional.geometry`).
         photometric_params: optional ``(B, K, 4)``.
-        blend_mode, blend_options, cleanup, cleanup_sigma, cleanup_mu: as in :func:`paste_batch` (one blend for all K).
         threshold: mask level that counts as object for boxes and areas.
+        options: the other keywords of :func:`paste_batch` (``blend_mode``, ``blend_options``,
+            ``cleanup``, ``cleanup_sigma``, ``cleanup_mu``), passed on as they are: one blend for all K.
 
     The image is differentiable w.r.t. ``fg``, ``bg``, ``affine`` and ``photometric_params``;
     the bookkeeping (visible masks, boxes, visibility) is detached. An object's own mask is its
@@ -178,11 +176,7 @@ def paste_objects_batch(
             image,
             affine[:, j],
             photometric_params=None if photometric_params is None else photometric_params[:, j],
-            blend_mode=blend_mode,
-            blend_options=blend_options,
-            cleanup=cleanup,
-            cleanup_sigma=cleanup_sigma,
-            cleanup_mu=cleanup_mu,
+            **options,
         )
         image = comp.image
         alphas.append(comp.alpha)

@@ -15,6 +15,8 @@ read unchanged, and version-1 TERSE scene dicts (``"fg_size"`` ...) are converte
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,23 +107,27 @@ class SceneParams:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SceneParams":
+    def from_dict(cls, d: dict[str, Any]) -> SceneParams:
         """Read :meth:`to_dict`'s output, version-1 paste params, or a version-1 TERSE scene dict.
 
         Raises:
             InputError: params of a newer version, or missing/unknown fields.
         """
-        version = int(d.get("version", 1))
+        if not isinstance(d, dict):
+            raise InputError(f"scene params must be a JSON object, got {type(d).__name__}", field="params")
+        version = d.get("version", 1)
+        if type(version) is not int or version < 1:
+            raise InputError(f"version must be a positive integer, got {version!r}", field="version")
         if version > SCENE_PARAMS_VERSION:
             raise InputError(f"scene params of version {version}; this synthloop reads versions 1-{SCENE_PARAMS_VERSION}", field="version")
         if "fg_size" in d:
-            return _from_terse_v1(d)
+            return check_scene_params(_from_terse_v1(d))
 
         def blend(b: dict[str, Any] | None) -> BlendSpec:
             return BlendSpec(**(b or {}))
 
         try:
-            return cls(
+            return check_scene_params(cls(
                 canvas=(int(d["canvas"][0]), int(d["canvas"][1])),
                 background=dict(d["background"]),
                 objects=[ObjectParams(**{**o, "blend": blend(o.get("blend"))}) for o in d.get("objects", [])],
@@ -131,11 +137,11 @@ class SceneParams:
                 frame=CutoutFrame(**d["frame"]) if d.get("frame") is not None else None,
                 min_visibility=d.get("min_visibility"),
                 meta=dict(d.get("meta") or {}),
-            )
-        except (KeyError, TypeError, ValueError) as e:
+            ))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise InputError(f"malformed scene params ({type(e).__name__}: {e})", field="params") from None
 
-    def with_blend(self, spec: BlendSpec) -> "SceneParams":
+    def with_blend(self, spec: BlendSpec) -> SceneParams:
         """The same layout with every object and artefact blended by ``spec`` (CPL's
         "same layout once per blend mode")."""
         d = self.to_dict()
@@ -144,6 +150,53 @@ class SceneParams:
         for a in d["artefacts"]:
             a["blend"] = asdict(spec)
         return SceneParams.from_dict(d)
+
+
+def _numbers(v: Any, n: int | None, field: str) -> None:
+    if not (isinstance(v, list | tuple) and (n is None or len(v) == n) and all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+        raise InputError(f"must be a list of {n or 'some'} finite numbers, got {v!r}", field=field)
+
+
+def _typed(v: Any, kind: type | tuple[type, ...], field: str, what: str) -> None:
+    if not isinstance(v, kind) or (isinstance(v, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+        raise InputError(f"must be {what}, got {v!r}", field=field)
+
+
+def check_scene_params(p: SceneParams) -> SceneParams:
+    """``p`` when every field has the type the compositors expect (read from an untrusted
+    ``params.jsonl`` or scene file), else an :class:`InputError` naming the field."""
+    if not (len(p.canvas) == 2 and all(0 < c <= 1 << 16 for c in p.canvas)):
+        raise InputError(f"canvas must be [height, width] between 1 and 65536, got {list(p.canvas)}", field="params.canvas")
+    _typed(p.background, dict, "params.background", "an object")
+    _typed(p.artefact_background, (dict, type(None)), "params.artefact_background", "an object or null")
+    _typed(p.seed, (numbers.Integral, type(None)), "params.seed", "an integer or null")
+    _typed(p.meta, dict, "params.meta", "an object")
+    if p.min_visibility is not None:
+        _numbers([p.min_visibility], 1, "params.min_visibility")
+    if p.frame is not None:
+        _typed(p.frame.size, numbers.Integral, "params.frame.size", "an integer")
+        _numbers([p.frame.fill, p.frame.cleanup_sigma, p.frame.cleanup_mu], 3, "params.frame")
+        if not (p.frame.size > 0 and 0 < p.frame.fill <= 1):
+            raise InputError(f"needs size > 0 and 0 < fill <= 1, got {p.frame}", field="params.frame")
+    for kind, items in (("objects", p.objects), ("artefacts", p.artefacts)):
+        for i, o in enumerate(items):
+            where = f"params.{kind}[{i}]"
+            _typed(o.instance, numbers.Integral, f"{where}.instance", "an integer")
+            if o.instance < 0:
+                raise InputError(f"must be >= 0, got {o.instance}", field=f"{where}.instance")
+            _numbers(o.affine, 6, f"{where}.affine")
+            _typed(o.blend.mode, str, f"{where}.blend.mode", "a string")
+            _typed(o.blend.options, dict, f"{where}.blend.options", "an object")
+            if isinstance(o, ObjectParams):
+                _typed(o.category_id, numbers.Integral, f"{where}.category_id", "an integer")
+                if o.photometric is not None:
+                    _numbers(o.photometric, 4, f"{where}.photometric")
+                if o.anchor is not None:
+                    _numbers(o.anchor, 2, f"{where}.anchor")
+                for flag in ("distractor", "cleanup"):
+                    if not any(getattr(o, flag) is v or (type(getattr(o, flag)).__name__ == "bool_" and getattr(o, flag) == v) for v in (True, False)):
+                        raise InputError(f"must be true or false, got {getattr(o, flag)!r}", field=f"{where}.{flag}")
+    return p
 
 
 def _drop_unset(d: dict[str, Any]) -> dict[str, Any]:
@@ -187,5 +240,5 @@ def _from_terse_v1(d: dict[str, Any]) -> SceneParams:
             min_visibility=float(d["min_visibility"]),
             meta={k: d[k] for k in ("cycle", "index", "confidence") if k in d},
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise InputError(f"malformed version-1 TERSE scene params ({type(e).__name__}: {e})", field="params") from None

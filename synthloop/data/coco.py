@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,19 @@ class _Reader:
             raise self.fail(f"must be an object, got {type(obj).__name__}", where)
         return obj
 
+    def entries(self, data: dict, key: str, what: str, *, required: bool = True) -> Iterator[tuple[str, dict, int]]:
+        """``(where, entry, id)`` of each entry of the list ``data[key]``: each must be an object
+        with an integer ``id`` no earlier entry has (``what`` names the entries in the error)."""
+        seen: set[int] = set()
+        for i, obj in enumerate(self.list_(data, key, required=required)):
+            where = f"{key}[{i}]"
+            obj = self.dict_(obj, where)
+            oid = self.int_(obj, "id", where)
+            if oid in seen:
+                raise self.fail(f"duplicate {what} id {oid}", f"{where}.id")
+            seen.add(oid)
+            yield where, obj, oid
+
     def attributes(self, obj: dict, where: str) -> dict:
         v = obj.get("attributes", {})
         if not isinstance(v, dict):
@@ -296,25 +310,14 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, *, ch
     root = Path(image_root) if image_root is not None else json_path.parent
 
     categories: list[Category] = []
-    cat_ids: set[int] = set()
-    for i, c in enumerate(r.list_(data, "categories")):
-        where = f"categories[{i}]"
-        c = r.dict_(c, where)
-        cid = r.int_(c, "id", where)
-        if cid in cat_ids:
-            raise r.fail(f"duplicate category id {cid}", f"{where}.id")
-        cat_ids.add(cid)
+    for where, c, cid in r.entries(data, "categories", "category"):
         sup = c.get("supercategory", "")
         categories.append(Category(cid, r.str_(c, "name", where), sup if isinstance(sup, str) else str(sup)))
+    cat_ids = {c.id for c in categories}
 
     images: list[ImageEntry] = []
     by_id: dict[int, ImageEntry] = {}
-    for i, im in enumerate(r.list_(data, "images")):
-        where = f"images[{i}]"
-        im = r.dict_(im, where)
-        iid = r.int_(im, "id", where)
-        if iid in by_id:
-            raise r.fail(f"duplicate image id {iid}", f"{where}.id")
+    for where, im, iid in r.entries(data, "images", "image"):
         file_name = r.str_(im, "file_name", where)
         path = safe_join(root, file_name, file=json_path, field=f"{where}.file_name")
         width = r.int_(im, "width", where, positive=True)
@@ -329,14 +332,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, *, ch
         by_id[iid] = entry
         images.append(entry)
 
-    ann_ids: set[int] = set()
-    for i, a in enumerate(r.list_(data, "annotations", required=False)):
-        where = f"annotations[{i}]"
-        a = r.dict_(a, where)
-        aid = r.int_(a, "id", where)
-        if aid in ann_ids:
-            raise r.fail(f"duplicate annotation id {aid}", f"{where}.id")
-        ann_ids.add(aid)
+    for where, a, aid in r.entries(data, "annotations", "annotation", required=False):
         iid = r.int_(a, "image_id", where)
         entry = by_id.get(iid)
         if entry is None:

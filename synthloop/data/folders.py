@@ -40,8 +40,26 @@ from synthloop.errors import InputError
 _GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
+class ImageStack:
+    """``len``, ``channels`` and ``size`` of anything holding ``images`` ``Tensor[N, C, H, W]``."""
+
+    images: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+
 @dataclass
-class ImageFolder:
+class ImageFolder(ImageStack):
     """Images read from a folder.
 
     Attributes:
@@ -59,18 +77,6 @@ class ImageFolder:
     classes: list[str]
     files: list[str]
     masks: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(H, W)``."""
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
 
 def _is_image(path: Path) -> bool:

@@ -115,8 +115,9 @@ def safe_join(root: str | Path, file_name: str, *, file: str | Path | None = Non
     """``root / file_name``, refusing names that are absolute or climb out of ``root``.
 
     Both ``/`` and ``\\`` count as separators (annotation files written on Windows use the latter),
-    and a drive letter counts as absolute. The check is lexical: symbolic links inside ``root``
-    are followed wherever they point, so a dataset may link to a shared image folder.
+    and a drive letter counts as absolute. Symbolic links inside ``root`` may be followed only as
+    long as they stay inside it: a name that resolves outside ``root`` (an untrusted dataset
+    linking to ``/etc``, say) is refused like a ``..`` path; link ``root`` itself to share a folder.
 
     Raises:
         InputError: naming ``file`` and ``field`` (the annotation file and field the name came from).
@@ -131,7 +132,14 @@ def safe_join(root: str | Path, file_name: str, *, file: str | Path | None = Non
         raise InputError(f"file name {file_name!r} is an absolute path; it must be relative to the dataset folder", file=file, field=field)
     if ".." in posix.parts:
         raise InputError(f"file name {file_name!r} escapes the dataset folder", file=file, field=field)
-    return Path(root).joinpath(*posix.parts)
+    path = Path(root).joinpath(*posix.parts)
+    try:
+        real_root, real = Path(root).resolve(), path.resolve()
+    except (OSError, RuntimeError) as e:  # a symbolic-link loop
+        raise InputError(f"file name {file_name!r} cannot be resolved ({e})", file=file, field=field) from None
+    if real != real_root and real_root not in real.parents:
+        raise InputError(f"file name {file_name!r} escapes the dataset folder through a symbolic link (to {real})", file=file, field=field)
+    return path
 
 
 def _to_bgr(arr: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import math
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -372,31 +372,7 @@ class InstanceBank:
         """
         cfg = _options(config, options)
         root = Path(root)
-        files = _image_files(root)
-        cats, cat_of = _category_folders(root, files, categories)
-        report = CleanupReport()
-        instances = []
-        for k, f in enumerate(files, 1):
-            rel = f.relative_to(root).as_posix()
-            sid = f"rgba:{rel}"
-            if not has_alpha(f, max_pixels=cfg.max_pixels):
-                raise InputError("cut-out has no alpha channel (expected RGBA)", file=f, field="alpha")
-            rgba = load_image(f, mode="RGBA", max_pixels=cfg.max_pixels)
-            alpha = rgba[..., 3].astype(np.float32) / 255.0
-            on = rgba[..., 3] > 0
-            if not on.any():
-                raise InputError("cut-out is fully transparent", file=f, field="alpha")
-            if np.count_nonzero(rgba[..., 3] >= 128) < cfg.min_area:
-                report.drop("too_small", sid)
-                continue
-            box = _tight_box(on)
-            x0, y0, x1, y1 = box
-            rgb, a, offset = _cut(np.ascontiguousarray(rgba[..., :3]), alpha[y0:y1, x0:x1], box, cfg)
-            cat = cat_of[f]
-            H, W = on.shape
-            instances.append(_folder_instance(rgb, a, cat, root, sid, rel, k, (H, W), offset, box))
-        report.kept = len(instances)
-        return cls(instances, cats, report)
+        return cls._from_cutouts(root, _image_files(root), categories, cfg, "rgba", _load_rgba)
 
     @classmethod
     def from_mask_pairs(cls, root: str | Path, *, categories: list[Category] | None = None, config: InstanceBankConfig | None = None, **options: object) -> InstanceBank:
@@ -408,32 +384,58 @@ class InstanceBank:
         cfg = _options(config, options)
         root = Path(root)
         files = [f for f in _image_files(root) if not f.stem.endswith("_mask") and f.parent.name != "masks"]
+        return cls._from_cutouts(root, files, categories, cfg, "pair", _load_pair)
+
+    @classmethod
+    def _from_cutouts(
+        cls, root: Path, files: list[Path], categories: list[Category] | None, cfg: InstanceBankConfig, kind: str,
+        load: Callable[[Path, InstanceBankConfig], tuple[np.ndarray, np.ndarray, int]],
+    ) -> InstanceBank:  # fmt: skip
+        """One instance per file of a folder: ``load(file, cfg)`` gives the image ``(H, W, 3)``, its
+        alpha ``float32 (H, W)`` and the object's area in pixels (objects under ``cfg.min_area`` are
+        dropped); the category is the file's folder (:func:`_category_folders`)."""
         cats, cat_of = _category_folders(root, files, categories)
         report = CleanupReport()
         instances = []
         for k, f in enumerate(files, 1):
             rel = f.relative_to(root).as_posix()
-            sid = f"pair:{rel}"
-            mask_path = next((m for m in (f.with_name(f"{f.stem}_mask.png"), f.parent / "masks" / f"{f.stem}.png") if m.is_file()), None)
-            if mask_path is None:
-                raise InputError(f"no mask found (expected {f.stem}_mask.png or masks/{f.stem}.png next to it)", file=f, field="mask")
-            img = load_image(f, mode="RGB", max_pixels=cfg.max_pixels)
-            mask = load_mask(mask_path, max_pixels=cfg.max_pixels)
-            if mask.shape != img.shape[:2]:
-                raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {f.name} is {img.shape[1]}x{img.shape[0]}", file=mask_path, field="size")
-            if not mask.any():
-                raise InputError("mask is empty", file=mask_path, field="mask")
-            if np.count_nonzero(mask) < cfg.min_area:
+            sid = f"{kind}:{rel}"
+            img, alpha, area = load(f, cfg)
+            if area < cfg.min_area:
                 report.drop("too_small", sid)
                 continue
-            box = _tight_box(mask)
+            box = _tight_box(alpha > 0)
             x0, y0, x1, y1 = box
-            rgb, a, offset = _cut(img, mask[y0:y1, x0:x1].astype(np.float32), box, cfg)
-            cat = cat_of[f]
-            H, W = mask.shape
-            instances.append(_folder_instance(rgb, a, cat, root, sid, rel, k, (H, W), offset, box))
+            rgb, a, offset = _cut(img, alpha[y0:y1, x0:x1], box, cfg)
+            H, W = alpha.shape
+            instances.append(_folder_instance(rgb, a, cat_of[f], root, sid, rel, k, (H, W), offset, box))
         report.kept = len(instances)
         return cls(instances, cats, report)
+
+
+def _load_rgba(f: Path, cfg: InstanceBankConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """An RGBA cut-out: its RGB, alpha in [0, 1] and area (alpha >= 128 of 255)."""
+    if not has_alpha(f, max_pixels=cfg.max_pixels):
+        raise InputError("cut-out has no alpha channel (expected RGBA)", file=f, field="alpha")
+    rgba = load_image(f, mode="RGBA", max_pixels=cfg.max_pixels)
+    if not (rgba[..., 3] > 0).any():
+        raise InputError("cut-out is fully transparent", file=f, field="alpha")
+    alpha = rgba[..., 3].astype(np.float32) / 255.0
+    return np.ascontiguousarray(rgba[..., :3]), alpha, int(np.count_nonzero(rgba[..., 3] >= 128))
+
+
+def _load_pair(f: Path, cfg: InstanceBankConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """An image and its mask (``foo_mask.png`` or ``masks/foo.png`` beside it): RGB, mask as 0/1 alpha, area."""
+    mask_path = next((m for m in (f.with_name(f"{f.stem}_mask.png"), f.parent / "masks" / f"{f.stem}.png") if m.is_file()), None)
+    if mask_path is None:
+        raise InputError(f"no mask found (expected {f.stem}_mask.png or masks/{f.stem}.png next to it)", file=f, field="mask")
+    img = load_image(f, mode="RGB", max_pixels=cfg.max_pixels)
+    mask = load_mask(mask_path, max_pixels=cfg.max_pixels)
+    if mask.shape != img.shape[:2]:
+        raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {f.name} is {img.shape[1]}x{img.shape[0]}", file=mask_path, field="size")
+    if not mask.any():
+        raise InputError("mask is empty", file=mask_path, field="mask")
+    return img, mask.astype(np.float32), int(np.count_nonzero(mask))
 
 
 def _folder_instance(

@@ -30,6 +30,7 @@ from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import encode_jpeg, load_image, safe_join
 from synthloop.errors import InputError
 from synthloop.utils.atomic import atomic_write_bytes, atomic_write_text
+from synthloop.utils.text import read_text
 
 JPEG_QUALITY = 95
 SPLITS = ("train", "val", "test")
@@ -206,7 +207,7 @@ def read_voc(src: str | Path, *, categories: list[str] | None = None, split: str
     membership: dict[str, list[str]] = {}
     if set_files:
         for f in set_files:
-            for n, line in enumerate(f.read_text().split("\n"), 1):
+            for n, line in enumerate(read_text(f).split("\n"), 1):
                 vid = line.strip().split(" ")[0] if line.strip() else ""
                 if not vid:
                     continue

@@ -36,6 +36,7 @@ from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
 from synthloop.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, image_size, safe_join
 from synthloop.errors import InputError
 from synthloop.utils.atomic import atomic_write_text
+from synthloop.utils.text import read_text
 
 SPLITS = ("train", "val", "test")
 _YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml")
@@ -205,7 +206,7 @@ def _split_images(root: Path, entry: Any, yaml_path: Path, field: str) -> list[s
         if path.is_dir():
             out.extend(sorted(p.relative_to(root).as_posix() for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         elif path.is_file() and path.suffix == ".txt":
-            for n, line in enumerate(path.read_text().splitlines(), 1):
+            for n, line in enumerate(read_text(path).splitlines(), 1):
                 line = line.strip()
                 if not line:
                     continue
@@ -219,7 +220,7 @@ def _split_images(root: Path, entry: Any, yaml_path: Path, field: str) -> list[s
 
 def _parse_labels(path: Path, n_classes: int, width: int, height: int, cat_ids: list[int]) -> list[Annotation]:
     anns = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -260,7 +261,7 @@ def read_yolo(src: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Datas
     """
     yaml_path = _find_yaml(Path(src))
     try:
-        meta = yaml.safe_load(yaml_path.read_text())
+        meta = yaml.safe_load(read_text(yaml_path))
     except yaml.YAMLError as e:
         raise InputError(f"invalid YAML: {e}", file=yaml_path) from None
     if not isinstance(meta, dict):
@@ -289,7 +290,7 @@ def read_yolo(src: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Datas
 
     images = []
     for i, rel in enumerate(order, 1):
-        img_path = root / rel
+        img_path = safe_join(root, rel, file=yaml_path, field=min(found[rel]))  # a linked image may not lead outside
         if "images" not in PurePosixPath(rel).parts[:-1]:
             raise InputError("YOLO images must lie under an 'images' folder (labels are found by replacing it with 'labels')", file=img_path)
         if not img_path.is_file():

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table as RichTable
 
 from synthloop.experiments.affnist import EfficiencyConfig, EfficiencyResult, export_target, run_efficiency
+from synthloop.jobs import run_folder
 from synthloop.report.html import Block, Figure, Heading, Table, Text, write_html
 from synthloop.report.plots import accuracy_curves_png, hardness_histogram_png, sample_grid_png
 from synthloop.utils.atomic import atomic_write_json
@@ -141,19 +142,20 @@ def run_terse_demo(
     cfg = config or (EfficiencyConfig.quick() if quick else EfficiencyConfig())
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bars:
-        result = run_efficiency(
-            cfg, device=device, run_dir=out / "runs", resume=True, progress=RichProgress(bars), log=lambda m: console.print(m, highlight=False)
-        )
-    export_target(result.terse_model, out / "target.pt2", experiment="terse-demo")
-    report = write_html(out / "report.html", "TERSE on AffNIST-style digits", report_blocks(result), subtitle=f"{'quick' if quick and config is None else 'custom' if config else 'full'} run, {time.perf_counter() - start:.0f} s on {device}")
-    summary = result.summary()
-    atomic_write_json(out / "summary.json", {**summary, "random": result.random, "terse": result.terse, "config": cfg.to_dict(), "deviations": cfg.deviations()})
-    table = RichTable(title="TERSE vs random (AffNIST-style test accuracy)")
-    for name in ("quantity", "this run", "paper"):
-        table.add_column(name, justify="left" if name == "quantity" else "right")
-    for quantity, ours, paper in summary_rows(result):
-        table.add_row(quantity, _fmt(ours), _fmt(paper))
-    console.print(table)
-    console.print(f"report: {report}", highlight=False)
+    with run_folder.lock(out):
+        with Progress(*columns, console=console, transient=True) as bars:
+            result = run_efficiency(
+                cfg, device=device, run_dir=out / "runs", resume=True, progress=RichProgress(bars), log=lambda m: console.print(m, highlight=False)
+            )
+        export_target(result.terse_model, out / "target.pt2", experiment="terse-demo")
+        report = write_html(out / "report.html", "TERSE on AffNIST-style digits", report_blocks(result), subtitle=f"{'quick' if quick and config is None else 'custom' if config else 'full'} run, {time.perf_counter() - start:.0f} s on {device}")
+        summary = result.summary()
+        atomic_write_json(out / "summary.json", {**summary, "random": result.random, "terse": result.terse, "config": cfg.to_dict(), "deviations": cfg.deviations()})
+        table = RichTable(title="TERSE vs random (AffNIST-style test accuracy)")
+        for name in ("quantity", "this run", "paper"):
+            table.add_column(name, justify="left" if name == "quantity" else "right")
+        for quantity, ours, paper in summary_rows(result):
+            table.add_row(quantity, _fmt(ours), _fmt(paper))
+        console.print(table)
+        console.print(f"report: {report}", highlight=False)
     return DemoResult(report=report, summary=summary, result=result)

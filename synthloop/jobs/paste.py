@@ -47,7 +47,8 @@ from synthloop.functional.numpy_ops import to_uint8
 from synthloop.jobs import run_folder
 from synthloop.jobs.paste_assets import Assets, build_assets
 from synthloop.jobs.paste_config import PasteConfig, resolved_dict
-from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stray_temps, storage_error
+from synthloop.utils.memory import canvas_bytes, check_fits
 from synthloop.utils.seeding import derive_seed, make_generator
 
 WORK_DIR = ".work"
@@ -167,11 +168,17 @@ class ShardWriter:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, separators=(",", ":"), default=json_fields) + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(json.dumps(record, separators=(",", ":"), default=json_fields) + "\n")
+            self._fh.flush()  # a torn last line (disk full, kill) is skipped by read_shards
+        except OSError as exc:
+            raise storage_error(exc, self.path) from None
 
     def close(self) -> None:
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:  # flushing what a failed append left in the buffer
+            raise storage_error(exc, self.path) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,37 +303,41 @@ def run_paste(
         raise InputError(f"need at least one worker, got {workers}", field="workers")
     out_dir = Path(out_dir)
     cfg.check_paths()
-    previous = run_folder.prepare(out_dir, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), overwrite=overwrite, outputs=OUTPUTS, resume_empty=True)
-    per_scene = images_per_scene(cfg)
-    total = cfg.num_images * per_scene
-    work = out_dir / WORK_DIR
-    if previous is not None and previous.get("finished") and (out_dir / ANNOTATIONS_FILE).is_file() and not work.exists():
+    H, W = cfg.scene.canvas
+    check_fits(canvas_bytes(H, W, workers), what=f"a {H}x{W} canvas in each of {workers} worker(s)", field="scene.canvas")
+    with run_folder.lock(out_dir):
+        previous = run_folder.prepare(out_dir, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), overwrite=overwrite, outputs=OUTPUTS, resume_empty=True)
+        per_scene = images_per_scene(cfg)
+        total = cfg.num_images * per_scene
+        work = out_dir / WORK_DIR
+        if previous is not None and previous.get("finished") and (out_dir / ANNOTATIONS_FILE).is_file() and not work.exists():
+            if progress is not None:
+                progress(total, total)
+            return PasteSummary(out_dir, cfg.num_images, total, 0, 0.0)
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
+        _remove_stray_temps(out_dir / IMAGES_DIR)
+        remove_stray_temps(out_dir)  # also the final files' and yolo/voc ones (a kill during assembly)
+        atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
+        run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
+
+        done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
+        todo = [i for i in range(cfg.num_images) if i not in done]
+        count = len(done) * per_scene
         if progress is not None:
-            progress(total, total)
-        return PasteSummary(out_dir, cfg.num_images, total, 0, 0.0)
+            progress(count, total)
+        t0 = time.perf_counter()
+        if todo:
+            if workers == 1:
+                count = _run_here(cfg, out_dir, todo, count, total, progress)
+            else:
+                count = _run_pool(cfg, out_dir, todo, workers, count, total, progress)
+        seconds = time.perf_counter() - t0
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
-    _remove_stray_temps(out_dir / IMAGES_DIR)
-    atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
-    run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
-
-    done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
-    todo = [i for i in range(cfg.num_images) if i not in done]
-    count = len(done) * per_scene
-    if progress is not None:
-        progress(count, total)
-    t0 = time.perf_counter()
-    if todo:
-        if workers == 1:
-            count = _run_here(cfg, out_dir, todo, count, total, progress)
-        else:
-            count = _run_pool(cfg, out_dir, todo, workers, count, total, progress)
-    seconds = time.perf_counter() - t0
-
-    finalize(cfg, out_dir)
-    run_folder.finish_record(out_dir, run_info, images=total)
-    return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)
+        finalize(cfg, out_dir)
+        run_folder.finish_record(out_dir, run_info, images=total)
+        return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)
 
 
 def _run_here(cfg: PasteConfig, out_dir: Path, todo: list[int], count: int, total: int, progress) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from pydantic import Field
 
 from synthloop.config import Config
@@ -25,7 +26,7 @@ from synthloop.loops.training import train_classifier
 from synthloop.metrics.classification import accuracy
 from synthloop.metrics.refinement import foreground_iou, label_preservation, label_preservation_per_class
 from synthloop.models.refiners import SmallResNet
-from synthloop.utils.atomic import atomic_write_json, atomic_write_text
+from synthloop.utils.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 from synthloop.utils.records import check_same_config
 from synthloop.utils.seeding import make_generator
 
@@ -152,57 +153,65 @@ def run_refine(cfg: RefineConfig, out_dir: str | Path, *, resume: bool = False, 
     """
     say = log or (lambda _msg: None)
     out = Path(out_dir)
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not resume:
-        raise InputError("output folder already holds a checkpoint; pass --resume to continue it, or choose another folder", file=out)
-    if resume and not ckpt.exists():
-        raise InputError("nothing to resume: no checkpoint.pt in the output folder", file=out)
+    existed = out.is_dir()
+    with run_folder.lock(out):
+        remove_stray_temps(out)  # a killed run's half-written checkpoint or logs
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists() and not resume:
+            raise InputError("output folder already holds a checkpoint; pass --resume to continue it, or choose another folder", file=out)
+        if resume and not ckpt.exists():
+            if not existed:
+                raise InputError("nothing to resume: no checkpoint.pt in the output folder", file=out)
+            if (out / "config.yaml").is_file():  # killed before its first checkpoint: start again, same config
+                check_same_config(yaml.safe_load((out / "config.yaml").read_text()), cfg.to_dict(), ignore=RESUMABLE_KEYS, file=out / "config.yaml")
+            say("no checkpoint yet (the run was stopped before its first one): starting from step 0")
+            resume = False
 
-    d = cfg.data
-    synthetic = read_image_folder(d.synthetic, channels=d.channels, masks=d.synthetic_masks, what="synthetic")
-    real = read_image_folder(d.real, channels=d.channels, masks=d.real_masks, what="real")
-    check_same_classes(real, synthetic)
-    syn_domain = Domain.from_folder(synthetic, name=f"synthetic folder {d.synthetic}")
-    real_domain = Domain.from_folder(real, name=f"real folder {d.real}")
-    trainer = build_trainer(cfg, syn_domain, real_domain, num_classes=len(synthetic.classes) or None)
-    cfg_dict = cfg.to_dict()
+        d = cfg.data
+        synthetic = read_image_folder(d.synthetic, channels=d.channels, masks=d.synthetic_masks, what="synthetic")
+        real = read_image_folder(d.real, channels=d.channels, masks=d.real_masks, what="real")
+        check_same_classes(real, synthetic)
+        syn_domain = Domain.from_folder(synthetic, name=f"synthetic folder {d.synthetic}")
+        real_domain = Domain.from_folder(real, name=f"real folder {d.real}")
+        trainer = build_trainer(cfg, syn_domain, real_domain, num_classes=len(synthetic.classes) or None)
+        cfg_dict = cfg.to_dict()
 
-    if resume:
-        saved = load_refiner_checkpoint(ckpt, trainer)
-        if saved is not None:
-            check_same_config(saved, cfg_dict, ignore=RESUMABLE_KEYS, file=ckpt)
-        say(f"resumed {cfg.method} at step {trainer.step}/{trainer.total_steps}")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", cfg.to_yaml())
-        say(f"training {cfg.method}: {len(synthetic)} synthetic, {len(real)} real images, {trainer.total_steps} steps")
-    previous = run_folder.read_record(out) if resume else None
-    record = run_folder.start_record(out, seed=cfg.seed, previous=previous, method=cfg.method, device=str(cfg.device))
+        if resume:
+            saved = load_refiner_checkpoint(ckpt, trainer)
+            if saved is not None:
+                check_same_config(saved, cfg_dict, ignore=RESUMABLE_KEYS, file=ckpt)
+            say(f"resumed {cfg.method} at step {trainer.step}/{trainer.total_steps}")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.yaml", cfg.to_yaml())
+            say(f"training {cfg.method}: {len(synthetic)} synthetic, {len(real)} real images, {trainer.total_steps} steps")
+        previous = run_folder.read_record(out) if resume else None
+        record = run_folder.start_record(out, seed=cfg.seed, previous=previous, method=cfg.method, device=str(cfg.device))
 
-    try:
-        while not trainer.done:
-            losses = trainer.train_step()
-            step = trainer.step
-            if step % cfg.log_every == 0 or trainer.done:
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items() if "total" in k or k.endswith("batch_std"))
-                say(f"step {step}/{trainer.total_steps}: {shown}")
-            if step % cfg.checkpoint_every == 0 or trainer.done:
-                save_refiner_checkpoint(ckpt, trainer, cfg_dict)
-                _write_logs(out, trainer)
-    except DivergenceError:
+        try:
+            while not trainer.done:
+                losses = trainer.train_step()
+                step = trainer.step
+                if step % cfg.log_every == 0 or trainer.done:
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items() if "total" in k or k.endswith("batch_std"))
+                    say(f"step {step}/{trainer.total_steps}: {shown}")
+                if step % cfg.checkpoint_every == 0 or trainer.done:
+                    save_refiner_checkpoint(ckpt, trainer, cfg_dict)
+                    _write_logs(out, trainer)
+        except DivergenceError:
+            _write_logs(out, trainer)
+            raise
+
         _write_logs(out, trainer)
-        raise
-
-    _write_logs(out, trainer)
-    refined = trainer.refine(synthetic.images, batch_size=cfg.refine_batch_size).clamp_(0, 1)
-    write_image_folder(out / "refined", refined, synthetic.files)
-    if isinstance(trainer, MrGANTrainer) and cfg.mrgan.stage2_mode != "r_rs":
-        write_image_folder(out / "real_mapped", trainer.map_real(real.images).clamp_(0, 1), real.files)
-    metrics: dict[str, Any] = {"method": cfg.method, "steps": trainer.step, "num_synthetic": len(synthetic), "num_real": len(real)}
-    metrics["divergence_events"] = len(trainer.events)
-    if cfg.evaluation.enabled:
-        metrics.update(_evaluate(cfg, trainer, synthetic, real, refined))
-    atomic_write_json(out / "metrics.json", metrics)
-    run_folder.finish_record(out, record)
-    say(f"wrote {len(synthetic)} refined images to {out / 'refined'}")
-    return metrics
+        refined = trainer.refine(synthetic.images, batch_size=cfg.refine_batch_size).clamp_(0, 1)
+        write_image_folder(out / "refined", refined, synthetic.files)
+        if isinstance(trainer, MrGANTrainer) and cfg.mrgan.stage2_mode != "r_rs":
+            write_image_folder(out / "real_mapped", trainer.map_real(real.images).clamp_(0, 1), real.files)
+        metrics: dict[str, Any] = {"method": cfg.method, "steps": trainer.step, "num_synthetic": len(synthetic), "num_real": len(real)}
+        metrics["divergence_events"] = len(trainer.events)
+        if cfg.evaluation.enabled:
+            metrics.update(_evaluate(cfg, trainer, synthetic, real, refined))
+        atomic_write_json(out / "metrics.json", metrics)
+        run_folder.finish_record(out, record)
+        say(f"wrote {len(synthetic)} refined images to {out / 'refined'}")
+        return metrics

@@ -37,6 +37,7 @@ from synthloop.render.config import VARIATIONS
 from synthloop.render.glyphs import safe_class_name
 from synthloop.render.renderer import RenderConfig, Renderer
 from synthloop.utils.atomic import atomic_write_json, atomic_write_text
+from synthloop.utils.memory import canvas_bytes, check_fits
 from synthloop.utils.seeding import make_generator
 
 
@@ -71,7 +72,11 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _publish(stage: Path, out_dir: Path) -> None:
-    """Move the finished ``stage`` folder onto ``out_dir`` (replacing it) with renames only."""
+    """Move the finished ``stage`` folder onto ``out_dir`` (replacing it) with renames only; the
+    run folder's lock moves with it."""
+    lock_file = out_dir / run_folder.LOCK_FILE
+    if lock_file.exists():
+        os.replace(lock_file, stage / run_folder.LOCK_FILE)
     old = None
     if out_dir.exists():
         if any(out_dir.iterdir()):
@@ -166,47 +171,53 @@ def write_dataset(
     """
 
     out_dir = Path(out_dir)
-    run_folder.prepare(out_dir, resume=False, config_file="config.yaml", config={}, overwrite=overwrite, outputs=())  # replaced whole at the end
-    t0 = time.perf_counter()
-    renderer = Renderer(config)  # bad fonts, shapes or photos fail here, before anything is written
-    classes = renderer.classes
-    stage = make_temp_sibling(out_dir, "render")
-    jobs, start = [], 0
-    for b in range(math.ceil(config.count / config.batch_size)):
-        m = min(config.batch_size, config.count - start)
-        jobs.append((b, start, m))
-        start += m
-    try:
-        for kind in ("images", "masks") if config.output.masks else ("images",):
-            for c in classes:
-                (stage / kind / safe_class_name(c)).mkdir(parents=True)
-        images: list[ImageEntry] = []
-        with open(stage / "params.jsonl", "w") as jsonl, contextlib.ExitStack() as stack:
-            if config.output.workers == 1:
-                results = map(_BatchWriter(config, stage, renderer), jobs)
-            else:
-                ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
-                pool = stack.enter_context(ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage))))
-                results = pool.map(_run_job, jobs)
-            done = 0
-            for lines, rows in results:
-                jsonl.write("\n".join(lines) + "\n")
-                for idx, file_name, label, box, rle, visibility in rows:
-                    anns = [] if rle is None else [Annotation.from_rle(label, box, rle, attributes={"visibility": visibility})]
-                    images.append(ImageEntry(idx, file_name, config.size[1], config.size[0], anns))
-                done += len(rows)
-                if progress is not None:
-                    progress(done, config.count)
-        if config.output.coco:
-            categories = [Category(i, name, "glyph") for i, name in enumerate(classes)]
-            write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
-        atomic_write_text(stage / "config.yaml", config.to_yaml())
-        run = run_folder.run_record(seed=config.seed, argv=argv, count=config.count, classes=classes, workers=config.output.workers)
-        run["seconds"] = round(time.perf_counter() - t0, 3)
-        atomic_write_json(stage / "run.json", run)
-        _publish(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return run
+    (H, W), n = config.size, config.batch_size * config.output.workers
+    ss = config.supersample
+    check_fits(canvas_bytes(H * ss, W * ss, n), what=f"{n} {H}x{W} image(s) (x{ss} supersampled) in flight (batch_size x workers)", field="batch_size")
+    with run_folder.lock(out_dir):
+        run_folder.prepare(out_dir, resume=False, config_file="config.yaml", config={}, overwrite=overwrite, outputs=())  # replaced whole at the end
+        t0 = time.perf_counter()
+        renderer = Renderer(config)  # bad fonts, shapes or photos fail here, before anything is written
+        classes = renderer.classes
+        for stale in [*out_dir.parent.glob(f".{out_dir.name}.*.render"), *out_dir.parent.glob(f".{out_dir.name}.*.old")]:
+            shutil.rmtree(stale, ignore_errors=True)  # a killed run's staging folder (we hold out_dir's lock)
+        stage = make_temp_sibling(out_dir, "render")
+        jobs, start = [], 0
+        for b in range(math.ceil(config.count / config.batch_size)):
+            m = min(config.batch_size, config.count - start)
+            jobs.append((b, start, m))
+            start += m
+        try:
+            for kind in ("images", "masks") if config.output.masks else ("images",):
+                for c in classes:
+                    (stage / kind / safe_class_name(c)).mkdir(parents=True)
+            images: list[ImageEntry] = []
+            with open(stage / "params.jsonl", "w") as jsonl, contextlib.ExitStack() as stack:
+                if config.output.workers == 1:
+                    results = map(_BatchWriter(config, stage, renderer), jobs)
+                else:
+                    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
+                    pool = stack.enter_context(ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage))))
+                    results = pool.map(_run_job, jobs)
+                done = 0
+                for lines, rows in results:
+                    jsonl.write("\n".join(lines) + "\n")
+                    for idx, file_name, label, box, rle, visibility in rows:
+                        anns = [] if rle is None else [Annotation.from_rle(label, box, rle, attributes={"visibility": visibility})]
+                        images.append(ImageEntry(idx, file_name, config.size[1], config.size[0], anns))
+                    done += len(rows)
+                    if progress is not None:
+                        progress(done, config.count)
+            if config.output.coco:
+                categories = [Category(i, name, "glyph") for i, name in enumerate(classes)]
+                write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
+            atomic_write_text(stage / "config.yaml", config.to_yaml())
+            run = run_folder.run_record(seed=config.seed, argv=argv, count=config.count, classes=classes, workers=config.output.workers)
+            run["seconds"] = round(time.perf_counter() - t0, 3)
+            atomic_write_json(stage / "run.json", run)
+            _publish(stage, out_dir)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return run
 

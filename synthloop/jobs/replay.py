@@ -41,19 +41,43 @@ class ReplayResult:
         return self.bytes_identical and self.pixels_identical and self.labels_identical is not False
 
 
-def _find_params(out_dir: Path, image_id: int) -> tuple[str, dict]:
+def _find_params(out_dir: Path, image_id: int) -> tuple[str, dict, Path, int]:
     path = out_dir / PARAMS_FILE
     if not path.is_file():
         raise InputError(f"no {PARAMS_FILE}: not a finished paste output folder", file=out_dir)
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise InputError("not a JSON line", file=path, field=f"line {n}") from None
-            if rec.get("id") == image_id:
-                return rec["file_name"], rec["params"]
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            lines = list(fh)
+        except UnicodeDecodeError as e:
+            raise InputError(f"not UTF-8 text ({e.reason})", file=path) from None
+    for n, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise InputError("not a JSON line", file=path, field=f"line {n}") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"a record must be a JSON object, got {type(rec).__name__}", file=path, field=f"line {n}")
+        if rec.get("id") == image_id and type(rec.get("id")) is int:
+            if not isinstance(rec.get("file_name"), str):
+                raise InputError(f"file_name must be a string, got {rec.get('file_name')!r}", file=path, field=f"line {n}.file_name")
+            if not isinstance(rec.get("params"), dict):
+                raise InputError(f"params must be a JSON object, got {type(rec.get('params')).__name__}", file=path, field=f"line {n}.params")
+            return rec["file_name"], rec["params"], path, n
     raise InputError(f"no image with id {image_id}", file=path, field="id")
+
+
+def read_scene_params(out_dir: str | Path, image_id: int) -> tuple[str, SceneParams]:
+    """The stored file name and the checked :class:`SceneParams` of image ``image_id`` of a paste
+    output folder (from its ``params.jsonl``).
+
+    Raises:
+        InputError: naming ``params.jsonl`` and the line (and field) at fault.
+    """
+    file_name, params, path, n = _find_params(Path(out_dir), image_id)
+    try:
+        return file_name, SceneParams.from_dict(params)
+    except InputError as e:
+        raise InputError(e.message, file=path, field=f"line {n}.{e.field or 'params'}") from None
 
 
 def _stored_labels(out_dir: Path, image_id: int) -> list[dict] | None:
@@ -74,9 +98,9 @@ def replay_image(out_dir: str | Path, image_id: int, *, save_to: str | Path | No
     if not cfg_path.is_file():
         raise InputError(f"no {CONFIG_FILE}: not a paste output folder", file=out_dir)
     cfg = PasteConfig.model_validate(yaml.safe_load(cfg_path.read_text()))
-    file_name, params = _find_params(out_dir, int(image_id))
+    file_name, scene = read_scene_params(out_dir, int(image_id))
     assets = build_assets(cfg)
-    result = apply_scene(SceneParams.from_dict(params), assets.instances, assets.backgrounds)
+    result = apply_scene(scene, assets.instances, assets.backgrounds)
     raw = to_uint8(result.image)
     stored_path = out_dir / file_name
     if not stored_path.is_file():

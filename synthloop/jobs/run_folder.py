@@ -5,15 +5,23 @@ One helper for every command, so ``--resume`` and ``--overwrite`` mean the same 
 
 - :func:`prepare` checks the folder (and, when resuming, that the stored config is the same) and
   returns the previous ``run.json`` (``{}`` when there is none) or ``None`` for a fresh run;
-- :func:`start_record` writes ``run.json`` with ``finished: null``; :func:`finish_record` stamps it.
+- :func:`start_record` writes ``run.json`` with ``finished: null``; :func:`finish_record` stamps it;
+- :func:`lock` holds ``.synthloop.lock`` in the folder while a job writes it, so a second run into
+  the same folder fails with the holder's PID instead of interleaving its files; the lock of a
+  killed run (its PID gone, or reused by a process that started at another time) is taken over.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,7 @@ from synthloop.utils.atomic import atomic_write_json
 from synthloop.utils.records import check_same_config, utc_now
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".synthloop.lock"
 
 
 def git_commit() -> str | None:
@@ -45,8 +54,6 @@ def read_record(out_dir: str | Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     if not path.is_file():
         return {}
     try:
@@ -86,7 +93,7 @@ def prepare(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("the output path exists and is not a folder", file=out)
-    busy = out.is_dir() and any(out.iterdir())
+    busy = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
     if resume and (busy or not resume_empty):
         stored_file = out / config_file
         if not stored_file.is_file():
@@ -99,6 +106,8 @@ def prepare(
         raise InputError(f"the output folder is not empty; pass --resume to continue the run in it, {hint}", file=out)
     if busy and outputs is not None:
         for name in outputs:
+            if name == LOCK_FILE:
+                continue  # a live run's lock is never an output
             p = out / name
             if p.is_dir():
                 shutil.rmtree(p)
@@ -133,6 +142,141 @@ def run_record(*, seed: int, argv: Sequence[str] | None = None, **extra: Any) ->
     }
 
 
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot on Linux, else psutil's time), ``None``
+    when unknown; with the PID it names one process even after the PID is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.Process(pid).create_time() * 1000)
+    except Exception:  # noqa: BLE001 - no psutil, no such process, no access
+        return None
+
+
+def _alive(holder: Mapping[str, Any]) -> bool:
+    """Whether the process recorded in a lock still runs (a lock from another host counts as live)."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True  # cannot look at another machine's processes
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    except OSError:
+        return False
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rindex(")") + 2 :].split()[0] in ("Z", "X"):
+            return False  # killed, not yet reaped
+    started = holder.get("process_start")
+    return started is None or process_start_time(pid) in (None, started)
+
+
+def lock_holder(out_dir: str | Path) -> dict[str, Any] | None:
+    """The record of the live run that holds ``out_dir`` (``None`` when none does)."""
+    try:
+        holder = json.loads((Path(out_dir) / LOCK_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) and _alive(holder) else None
+
+
+@contextlib.contextmanager
+def lock(out_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Hold ``out_dir`` (created if missing) for this process while the block runs.
+
+    Writes ``out_dir/.synthloop.lock`` (pid, host, process start time, when) atomically, and
+    removes it on exit, also on an exception; a folder the lock created and left empty is
+    removed too. The lock of a run that no longer lives is taken over.
+
+    Raises:
+        InputError: a live run (this process included) holds ``out_dir``: names the folder and
+            the holder's PID.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("the output path exists and is not a folder", file=out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    pid = os.getpid()
+    me = {"pid": pid, "host": socket.gethostname(), "process_start": process_start_time(pid), "acquired": utc_now(), "token": uuid.uuid4().hex}
+    data = (json.dumps(me) + "\n").encode()
+    _acquire(out, path, data)
+    try:
+        yield me
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                path.unlink()
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty
+
+
+def _acquire(out: Path, path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data`` unless a live run holds it; a stale lock is moved aside
+    and removed (checking that what was moved is the stale lock, not a newer one)."""
+    tmp = out / f"{LOCK_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_bytes(data)
+    try:
+        for _ in range(20):
+            try:
+                _create(path, tmp, data)
+                return
+            except FileExistsError:
+                pass
+            try:
+                seen = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            try:
+                holder = json.loads(seen)
+            except ValueError:
+                holder = {}
+            if isinstance(holder, dict) and _alive(holder):
+                host = f" on {holder.get('host')}" if holder.get("host") != socket.gethostname() else ""
+                raise InputError(
+                    f"another run (PID {holder.get('pid')}{host}, since {holder.get('acquired')}) is writing to this folder; "
+                    f"wait for it to finish, or remove {LOCK_FILE} if that run is gone",
+                    file=out,
+                )
+            aside = out / f"{LOCK_FILE}.stale.{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                continue
+            if aside.read_bytes() != seen:  # another run took the stale lock over first: give it back
+                with contextlib.suppress(FileExistsError):
+                    os.link(aside, path)
+            aside.unlink()
+        raise InputError("could not take the run folder's lock (other runs keep taking it)", file=out)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _create(path: Path, tmp: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` in one step (a hard link of ``tmp``); raises FileExistsError."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive create, then write
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+
 def finish_record(out_dir: str | Path, record: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """Stamp ``record`` as finished now (adding ``extra``) and rewrite ``run.json``."""
     record.update(finished=utc_now(), **extra)
@@ -140,4 +284,4 @@ def finish_record(out_dir: str | Path, record: dict[str, Any], **extra: Any) -> 
     return record
 
 
-__all__ = ["RUN_FILE", "finish_record", "git_commit", "prepare", "read_record", "run_record", "start_record"]
+__all__ = ["LOCK_FILE", "RUN_FILE", "finish_record", "git_commit", "lock", "lock_holder", "prepare", "read_record", "run_record", "start_record"]

@@ -87,6 +87,7 @@ from synthloop.jobs.terse_detection_config import (
 )
 from synthloop.jobs.terse_detection_setup import JobData, LoadedSet, build_target, evaluate, load_detector, load_job_data
 from synthloop.metrics.detection import predicted_confidence
+from synthloop.utils.memory import canvas_bytes, check_fits
 from synthloop.utils.progress import Progress
 from synthloop.utils.records import utc_now
 
@@ -229,61 +230,67 @@ def run_terse_detection_job(
     """
     from synthloop import __version__
     from synthloop.loops.terse_detection import SceneTerse, write_synthetic_coco
-    from synthloop.utils.atomic import atomic_write_json, atomic_write_text
+    from synthloop.utils.atomic import atomic_write_json, atomic_write_text, remove_stray_temps
 
     cfg = config
     out = Path(out_dir)
     source = str(config_file) if config_file is not None else "config"
-    previous = run_folder.prepare(out, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), ignore=("loop.cycles",))  # more cycles extend a run
-    t_start = time.perf_counter()
+    (H, W), n = cfg.image_size, max(cfg.loop.batch_size, cfg.loop.t_batch_size, cfg.eval_batch_size, cfg.baseline.batch_size)
+    check_fits(canvas_bytes(H, W, n), what=f"a batch of {n} {H}x{W} images", field="image_size", file=config_file)
+    with run_folder.lock(out):
+        previous = run_folder.prepare(  # more cycles extend a run; a run killed before writing anything starts again
+            out, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), ignore=("loop.cycles",), resume_empty=True
+        )
+        remove_stray_temps(out)  # a killed run's half-written checkpoint, records or model
+        t_start = time.perf_counter()
 
-    data = load_job_data(cfg)
-    target = build_target(cfg, data.label_map, source)
-    target.model.to(device)
+        data = load_job_data(cfg)
+        target = build_target(cfg, data.label_map, source)
+        target.model.to(device)
 
-    out.mkdir(parents=True, exist_ok=True)
-    commit = run_folder.git_commit()
-    header = f"# synthloop {__version__}, git commit {commit or 'unknown'}, seed {cfg.seed} (loop seed {cfg.loop.seed}), written {utc_now()}\n"
-    atomic_write_text(out / CONFIG_FILE, header + yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
-    run_info = run_folder.start_record(out, seed=cfg.seed, previous=previous, argv=argv, loop_seed=cfg.loop.seed, device=device)
+        out.mkdir(parents=True, exist_ok=True)
+        commit = run_folder.git_commit()
+        header = f"# synthloop {__version__}, git commit {commit or 'unknown'}, seed {cfg.seed} (loop seed {cfg.loop.seed}), written {utc_now()}\n"
+        atomic_write_text(out / CONFIG_FILE, header + yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
+        run_info = run_folder.start_record(out, seed=cfg.seed, previous=previous, argv=argv, loop_seed=cfg.loop.seed, device=device)
 
-    eval_set = data.eval if data.eval is not None else data.real
-    eval_name = "eval" if data.eval is not None else "real (training set: no eval set given)"
+        eval_set = data.eval if data.eval is not None else data.real
+        eval_name = "eval" if data.eval is not None else "real (training set: no eval set given)"
 
-    baseline_info = _baseline(cfg, target, data, eval_set, out, progress)
-    baseline_model = copy.deepcopy(target.model).eval()
+        baseline_info = _baseline(cfg, target, data, eval_set, out, progress)
+        baseline_model = copy.deepcopy(target.model).eval()
 
-    # ---- the loop
-    loop = SceneTerse(cfg.loop, target, data.real.images, data.real.targets, data.foregrounds, data.backgrounds, device=device)
-    result = loop.run(out / LOOP_DIR, resume=resume, progress=progress)
-    target.model.eval()
+        # ---- the loop
+        loop = SceneTerse(cfg.loop, target, data.real.images, data.real.targets, data.foregrounds, data.backgrounds, device=device)
+        result = loop.run(out / LOOP_DIR, resume=resume, progress=progress)
+        target.model.eval()
 
-    # ---- after
-    ap1 = _evaluate(target, eval_set, cfg.eval_batch_size, progress, "final evaluation")
-    scenes = result.scenes
-    syn_file = write_synthetic_coco(scenes, out / SYNTHETIC_DIR, data.label_map)
+        # ---- after
+        ap1 = _evaluate(target, eval_set, cfg.eval_batch_size, progress, "final evaluation")
+        scenes = result.scenes
+        syn_file = write_synthetic_coco(scenes, out / SYNTHETIC_DIR, data.label_map)
 
-    _save_model(cfg, out, target, data)
+        _save_model(cfg, out, target, data)
 
-    flat_gen, flat_base, hardness = _hardness(cfg, target, baseline_model, scenes)
-    metrics = {
-        "eval_set": eval_set.file,
-        "eval_set_kind": eval_name,
-        "baseline": baseline_info,
-        "final_ap": _rounded(ap1),
-        "history": result.history,
-        "synthetic_images": len(scenes),
-        "hardness": hardness,
-        "foregrounds": data.foreground_report,
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    atomic_write_json(out / METRICS_FILE, metrics)
+        flat_gen, flat_base, hardness = _hardness(cfg, target, baseline_model, scenes)
+        metrics = {
+            "eval_set": eval_set.file,
+            "eval_set_kind": eval_name,
+            "baseline": baseline_info,
+            "final_ap": _rounded(ap1),
+            "history": result.history,
+            "synthetic_images": len(scenes),
+            "hardness": hardness,
+            "foregrounds": data.foreground_report,
+            "seconds": round(time.perf_counter() - t_start, 2),
+        }
+        atomic_write_json(out / METRICS_FILE, metrics)
 
-    _report(cfg, out, metrics, scenes, data, eval_set, target, flat_gen, flat_base)
-    run_folder.finish_record(out, run_info)
-    files = {k: out / v for k, v in (("config", CONFIG_FILE), ("run", run_folder.RUN_FILE), ("synthetic", syn_file.relative_to(out).as_posix()), ("model", MODEL_FILE),
-                                     ("model_json", MODEL_JSON), ("metrics", METRICS_FILE), ("report", REPORT_FILE))}  # fmt: skip
-    return TerseDetectionJobResult(out, baseline_info["ap"], _rounded(ap1) or {}, result.history, len(scenes), files)
+        _report(cfg, out, metrics, scenes, data, eval_set, target, flat_gen, flat_base)
+        run_folder.finish_record(out, run_info)
+        files = {k: out / v for k, v in (("config", CONFIG_FILE), ("run", run_folder.RUN_FILE), ("synthetic", syn_file.relative_to(out).as_posix()), ("model", MODEL_FILE),
+                                         ("model_json", MODEL_JSON), ("metrics", METRICS_FILE), ("report", REPORT_FILE))}  # fmt: skip
+        return TerseDetectionJobResult(out, baseline_info["ap"], _rounded(ap1) or {}, result.history, len(scenes), files)
 
 
 def _with_model(target: Any, model: nn.Module) -> Any:

@@ -22,7 +22,7 @@ from synthloop.loops.training import scoped_rng, train_reference_classifier
 from synthloop.metrics.classification import accuracy
 from synthloop.models.registry import create_model
 from synthloop.report.plots import write_cache_grid
-from synthloop.utils.atomic import atomic_write_text
+from synthloop.utils.atomic import atomic_write_text, remove_stray_temps
 from synthloop.utils.progress import Progress
 from synthloop.utils.seeding import derive_seed
 
@@ -54,6 +54,7 @@ def run_terse_mnist(
     out = Path(out)
     seed = cfg.loop.seed
     with run_folder.lock(out):
+        remove_stray_temps(out)  # a killed run's half-written checkpoint, history or caches
         x, y = load_mnist("train")
         x, y = subset_digits(x, y, cfg.train_digits, seed, "train")
         x, y = mnist_padded(x).to(device), y.to(device)

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,7 @@ from synthloop.functional.losses import d_loss, g_loss
 from synthloop.loops.cache import HardExampleCache, render_digits
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.export import export_classifier
+from synthloop.loops.faults import NonFiniteError, check_step, record_event
 from synthloop.loops.training import fit_classifier, scoped_rng, sgd
 from synthloop.metrics.classification import check_dataset, check_labels, model_device, unrecognised_fraction
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
@@ -278,8 +279,9 @@ class TerseClassificationLoop:
             params = fit_translation(fg, params, self.config.ranges.tx, self.config.ranges.ty, self.canvas)
         return render_digits(fg, params), params
 
-    def synthesizer_update(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[dict[str, float], SynthBatch]:
+    def synthesizer_update(self, index: torch.Tensor, generator: torch.Generator | None = None, *, step: int = 0) -> tuple[dict[str, float], SynthBatch]:
         """One S step on the digits at ``index``: maximise T's loss (and fool D), T and D frozen.
+        A NaN/inf loss or gradient raises :class:`~synthloop.loops.faults.NonFiniteError` naming ``step``.
 
         Returns the losses (``loss_s`` minimised by S, ``loss_t`` T's cross-entropy on the batch,
         ``loss_adv`` with D, ``hard_frac``) and the batch's composites with T's verdicts.
@@ -298,7 +300,7 @@ class TerseClassificationLoop:
                 loss = loss + cfg.adv_weight * adv
                 losses["loss_adv"] = float(adv.detach())
             self.opt_s.zero_grad(set_to_none=True)
-            loss.backward()
+            check_step(loss, self.synthesizer, step=step, what="synthesizer")
             self.opt_s.step()
         probs = logits.detach().softmax(1)
         hard = is_hard_from_probs(probs, labels, cfg.hard_margin)
@@ -310,7 +312,7 @@ class TerseClassificationLoop:
         """:meth:`synthesizer_update` returning only the losses."""
         return self.synthesizer_update(index, generator)[0]
 
-    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, *, step: int = 0) -> dict[str, float]:
         """One D step on real digits ``Tensor[B, 1, H, W]`` vs. composites ``Tensor[B', 1, H, W]``
         (detached: S is frozen, i.e. not involved)."""
         if self.discriminator is None or self.opt_d is None:
@@ -318,16 +320,16 @@ class TerseClassificationLoop:
         self.discriminator.train()
         loss = d_loss(self.discriminator(real), self.discriminator(fake.detach()))
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+        check_step(loss, self.discriminator, step=step, what="discriminator")
         self.opt_d.step()
         return {"loss_d": float(loss.detach())}
 
-    def target_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def target_step(self, images: torch.Tensor, labels: torch.Tensor, *, step: int = 0) -> dict[str, float]:
         """One T step (SGD) on ``images`` ``Tensor[B, 1, H, W]`` with ``labels`` ``Tensor[B]``; S is not used."""
         self.target.train()
         loss = self.target_adapter.loss(images, labels)
         self.opt_t.zero_grad(set_to_none=True)
-        loss.backward()
+        check_step(loss, self.target, step=step, what="target")
         self.opt_t.step()
         return {"loss_t": float(loss.detach())}
 
@@ -352,11 +354,11 @@ class TerseClassificationLoop:
                 # draw only digits of classes that still need hard examples (all, once every class is full)
                 need = ~cache.class_full()
                 index = self._draw_index(generator, need if bool(need.any()) else ~need, cfg.s_batch_size)
-                losses, batch = self.synthesizer_update(index, generator)
+                losses, batch = self.synthesizer_update(index, generator, step=step)
                 cache.add(batch.images, batch.labels, batch.params, batch.index, batch.hardness, accept=batch.hard)
                 if self.discriminator is not None:
                     real = self.images[self._draw_index(generator, torch.ones(cfg.num_classes, dtype=torch.bool), cfg.s_batch_size)]
-                    losses.update(self.discriminator_step(real, batch.images))
+                    losses.update(self.discriminator_step(real, batch.images, step=step))
                 rows.append(losses)
                 if progress is not None:
                     progress(task, len(cache), cache.capacity)
@@ -481,6 +483,13 @@ class TerseClassificationLoop:
             for c, n in enumerate(sizes, start=1)
         ]
 
+    def _record_fault(self, exc: NonFiniteError, cycle: int) -> NoReturn:
+        """Record a non-finite loss/gradient in ``events.json`` and stop (re-raise): ``checkpoint.pt``
+        still holds the last good cycle, which ``resume`` continues from."""
+        if self.run_dir is not None:
+            record_event(self.run_dir, exc.event, cycle=cycle, action="stopped; resume continues from the last checkpoint")
+        raise exc
+
     def _write_cycle(self, cycle: int, cache: HardExampleCache) -> dict[str, str]:
         folder = self._cycle_dir(cycle)
         cache.save(folder / "samples.npz")
@@ -526,10 +535,13 @@ class TerseClassificationLoop:
         while self.completed_cycles < stop:
             cycle = self.completed_cycles + 1
             t0 = time.perf_counter()
-            if cfg.source == "terse":
-                cache, record = self.run_synthesizer_phase(cycle, progress)
-            else:
-                cache, record = self.run_random_phase(cycle)
+            try:
+                if cfg.source == "terse":
+                    cache, record = self.run_synthesizer_phase(cycle, progress)
+                else:
+                    cache, record = self.run_random_phase(cycle)
+            except NonFiniteError as exc:
+                self._record_fault(exc, cycle)
             t1 = time.perf_counter()
             record = {"cycle": cycle, **record, "cache_size": len(cache), "cache_full": cache.full, "cache_counts": cache.counts.tolist()}
             if len(cache):
@@ -539,7 +551,10 @@ class TerseClassificationLoop:
                 record["unrecognised_frac"] = unrecognised_fraction(
                     self.reference, cache.images, cache.labels, num_classes=cfg.num_classes, batch_size=cfg.eval_batch_size
                 )
-            record.update(self.run_target_phase(cycle, progress))
+            try:
+                record.update(self.run_target_phase(cycle, progress))
+            except NonFiniteError as exc:
+                self._record_fault(exc, cycle)
             t2 = time.perf_counter()
             record.update(s_seconds=t1 - t0, t_seconds=t2 - t1)
             if evaluate is not None:

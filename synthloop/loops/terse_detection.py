@@ -20,9 +20,9 @@ One *cycle* (:meth:`SceneTerse.cycle`), as in A.2:
    visible-object targets. ``bound(L) = s_loss_bound * tanh(L / s_loss_bound)`` is a soft clamp
    of the paper's unbounded ``L_T`` (eq. 3; slope 0.91-0.99 at the default 10 and the losses of
    1-3 seen on digit scenes), so S gains nothing from pushing a hopeless object further and its
-   gradient does not swamp D's; ``s_loss_bound: null`` restores the raw ``-L_T``. Non-finite
-   losses skip the step (``s_skipped``). Translation anchors: every object gets a random anchor
-   ``u`` in ``[0, 1]^2`` (part of the sampled layout) and S's translation is
+   gradient does not swamp D's; ``s_loss_bound: null`` restores the raw ``-L_T``. A NaN/inf loss
+   or gradient skips the S step (``s_skipped``) and stops the run in D and T (``events.json``).
+   Translation anchors: every object gets a random anchor ``u`` in ``[0, 1]^2`` (part of the sampled layout) and S's translation is
    ``lerp(lo, hi, sigmoid(logit(u) + raw))``, so an untrained S places objects at uniform random
    positions instead of stacking all K at the centre; S can still move them anywhere in range.
 2. **Generation** (:meth:`SceneTerse.generate`): composites of random fg/bg pairs placed by S (in
@@ -82,6 +82,7 @@ from synthloop.errors import InputError
 from synthloop.functional.losses import d_loss, g_loss
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.detection_training import train_detector
+from synthloop.loops.faults import NonFiniteError, check_step, finite_backward, record_event
 from synthloop.loops.terse_detection_config import SceneTerseConfig
 from synthloop.loops.training import scoped_rng
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
@@ -384,12 +385,9 @@ class SceneTerse:
                 out["loss_adv"] = float(adv.detach())
             out.update(loss_s=float(loss.detach()), loss_t=float(loss_t.detach()), objects=sum(int(t["labels"].numel()) for t in targets) / len(targets))
             self.opt_s.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
+            out["skipped"] = 0.0 if finite_backward(loss, self.synthesizer) else 1.0  # NaN/inf loss or gradient: no update
+            if not out["skipped"]:
                 self.opt_s.step()
-                out["skipped"] = 0.0
-            else:
-                out["skipped"] = 1.0
         return out
 
     def _fake_batch(self, g: torch.Generator, n: int, dropout_seed: int) -> torch.Tensor:
@@ -417,7 +415,7 @@ class SceneTerse:
         self.discriminator.train()
         loss = d_loss(self.discriminator(real.to(self.device)), self.discriminator(fake.detach().to(self.device)))
         self.opt_d.zero_grad(set_to_none=True)
-        loss.backward()
+        check_step(loss, self.discriminator, step=step, what="discriminator")
         self.opt_d.step()
         return {"loss_d": float(loss.detach())}
 
@@ -649,7 +647,12 @@ class SceneTerse:
             raise InputError("resuming needs a run folder", field="out_dir")
         stop = cfg.cycles if max_cycles is None else min(cfg.cycles, max_cycles)
         while self.completed_cycles < stop:
-            self.cycle(progress)
+            try:
+                self.cycle(progress)
+            except NonFiniteError as exc:  # stop: checkpoint.pt still holds the last good cycle
+                if out is not None:
+                    record_event(out, exc.event, cycle=self.completed_cycles + 1, action="stopped; resume continues from the last checkpoint")
+                raise
             if out is not None:
                 save_checkpoint(out / "checkpoint.pt", self.state_dict())
                 atomic_write_json(out / "history.json", self.history)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from synthloop.errors import InputError
+from synthloop.loops.faults import check_step
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
 
 B = TypeVar("B")
@@ -57,18 +57,20 @@ def fit(
         the detached per-step losses (0-dim tensors on the loss's device).
 
     Raises:
-        InputError: a loss is NaN or infinite (naming the 0-based step; nothing is updated then).
+        NonFiniteError: (an ``InputError``) a loss or a gradient is NaN or infinite, naming the
+            0-based step (:mod:`~synthloop.loops.faults`); nothing is updated then.
     """
     guard_strided_1x1_convs(model)
-    params = [p for group in optimizer.param_groups for p in group["params"]] if grad_clip is not None else []
+    optimizer_params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = optimizer_params if grad_clip is not None else []
+    owned = {id(p) for p in optimizer_params}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in owned] or optimizer_params  # names for the error
     model.train()
     losses: list[torch.Tensor] = []
     for step, batch in enumerate(batches):
         loss = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise InputError(f"the {what} loss became {float(loss.detach())} at step {step}; lower the learning rate", field="lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        check_step(loss, named, step=step, what=what)
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()

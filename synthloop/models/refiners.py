@@ -83,19 +83,20 @@ def _check_images(name: str, x: torch.Tensor, channels: int) -> None:
 
 class ResnetBlock(nn.Module):
     """CycleGAN's residual block ``R{c}``: reflect-pad, 3x3 conv, norm, ReLU, reflect-pad, 3x3 conv,
-    norm, plus the input. ``Tensor[N, c, H, W]`` -> ``Tensor[N, c, H, W]``."""
+    norm, plus the input. ``Tensor[N, c, H, W]`` -> ``Tensor[N, c, H, W]``.
 
-    def __init__(self, channels: int, norm: NormName = "instance"):
+    ``padding="zeros"`` is PixelDA's block instead: the convs zero-pad (no padding layers).
+    """
+
+    def __init__(self, channels: int, norm: NormName = "instance", padding: Literal["reflect", "zeros"] = "reflect"):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3),
-            _norm(norm, channels),
-            nn.ReLU(),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3),
-            _norm(norm, channels),
-        )
+        reflect = padding == "reflect"
+
+        def conv_norm() -> list[nn.Module]:
+            pad = [nn.ReflectionPad2d(1)] if reflect else []
+            return [*pad, nn.Conv2d(channels, channels, 3, padding=0 if reflect else 1), _norm(norm, channels)]
+
+        self.body = nn.Sequential(*conv_norm(), nn.ReLU(), *conv_norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -176,23 +177,6 @@ class ResnetGenerator(nn.Module):
         return (y + 1.0) * 0.5
 
 
-class _PlainResBlock(nn.Module):
-    """PixelDA's residual block: 3x3 conv, BN, ReLU, 3x3 conv, BN, plus the input (zero padding)."""
-
-    def __init__(self, channels: int, norm: NormName):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1),
-            _norm(norm, channels),
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            _norm(norm, channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
 @register_model("pixelda_generator")
 class PixelDAGenerator(nn.Module):
     """PixelDA's generator G(x, z) (Bousmalis et al. 2017, Figure 2), conditioned on an image and noise.
@@ -247,7 +231,7 @@ class PixelDAGenerator(nn.Module):
         h, w = self.image_size
         self.noise_fc = nn.Linear(noise_dim, h * w)
         self.stem = nn.Sequential(nn.Conv2d(in_channels + 1, base_channels, 3, padding=1), nn.ReLU())
-        self.blocks = nn.Sequential(*(_PlainResBlock(base_channels, norm) for _ in range(n_blocks)))
+        self.blocks = nn.Sequential(*(ResnetBlock(base_channels, norm, padding="zeros") for _ in range(n_blocks)))
         self.head = nn.Sequential(nn.Conv2d(base_channels, out_channels, 3, padding=1), nn.Tanh())
         init_gan_weights(self, init_std, generator)
 

@@ -132,3 +132,27 @@ def test_divergence_stops_the_command_and_is_recorded(data):
     assert r.exit_code == 0, r.output
     assert "1 divergence event(s)" in r.output
     assert DivergenceConfig().action == "raise"
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint(data):
+    """A kill -9 before the first checkpoint leaves a folder with (at most) config.yaml and a
+    half-written temp file: --resume starts again from step 0, removes the temp file and writes
+    what an uninterrupted run writes (regressions found by benchmarks/reliability.py)."""
+    tmp_path, syn, real = data
+    cfg = _config(tmp_path, syn, real, evaluation={"enabled": False})
+    ref = tmp_path / "ref"
+    assert runner.invoke(app, ["refine", str(cfg), "--out", str(ref)]).exit_code == 0
+    for name, keep in (("killed_early", ["config.yaml"]), ("killed_at_start", [])):
+        out = tmp_path / name
+        out.mkdir()
+        for f in keep:
+            (out / f).write_bytes((ref / f).read_bytes())
+        (out / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")  # killed mid-write
+        r = runner.invoke(app, ["refine", str(cfg), "--out", str(out), "--resume"])
+        assert r.exit_code == 0 and "starting from step 0" in r.output, r.output
+        assert not list(out.rglob("*.tmp"))  # regression: the killed writer's temp file stayed
+        refined = sorted(p.relative_to(out).as_posix() for p in (out / "refined").rglob("*.png"))
+        assert refined and all((out / f).read_bytes() == (ref / f).read_bytes() for f in refined)
+    (tmp_path / "killed_early" / "checkpoint.pt").unlink()
+    r = runner.invoke(app, ["refine", str(cfg), "cyclegan.lambda_cycle=5", "--out", str(tmp_path / "killed_early"), "--resume"])
+    assert r.exit_code == 2 and "cyclegan.lambda_cycle" in r.output

@@ -66,3 +66,14 @@ def test_a_failed_run_leaves_nothing_behind(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="not a folder"):
         write_dataset(_config(count=1), tmp_path / "file")
+
+
+def test_a_killed_runs_staging_folder_is_removed(tmp_path):
+    """kill -9 leaves the hidden staging sibling; the next run into the same folder removes it
+    (regression: it stayed behind)."""
+    stale = [tmp_path / ".out.0badc0de.render", tmp_path / ".out.0badc0de.old"]
+    for s in stale:
+        (s / "images").mkdir(parents=True)
+    (tmp_path / ".other.0badc0de.render").mkdir()  # another run's: untouched
+    write_dataset(_config(count=2, batch_size=2), tmp_path / "out")
+    assert not any(s.exists() for s in stale) and (tmp_path / ".other.0badc0de.render").is_dir()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from synthloop.config import Config
-from synthloop.data.folders import ImageFolder
+from synthloop.data.folders import ImageFolder, ImageStack
 from synthloop.errors import InputError
 from synthloop.loops.refine.divergence import DivergenceConfig, DivergenceEvent, DivergenceMonitor
 from synthloop.models.discriminator import PatchDiscriminator
@@ -57,8 +57,9 @@ class ClassifierConfig(Config):
 
 
 @dataclass
-class Domain:
-    """One side of a translation: images, optional labels and foreground masks.
+class Domain(ImageStack):
+    """One side of a translation: images, optional labels and foreground masks (``len``,
+    ``channels`` and ``size`` as for an :class:`~synthloop.data.folders.ImageFolder`).
 
     Attributes:
         images: ``Tensor[N, C, H, W]`` float in [0, 1].
@@ -103,17 +104,6 @@ class Domain:
     @classmethod
     def from_folder(cls, folder: ImageFolder, name: str | None = None) -> Domain:
         return cls(folder.images, folder.labels, folder.masks, name=name or str(folder.root))
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[1])
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.images.shape[2]), int(self.images.shape[3])
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``(images, labels, masks)`` of the samples ``idx`` ``Tensor[B]``, on ``device``."""
@@ -288,13 +278,28 @@ class StepLoop(abc.ABC):
         return out
 
 
+class TrainerOptions(TypedDict, total=False):
+    """The keywords every trainer takes (defaults in :class:`TrainerBase`): ``seed`` derives every
+    random generator, ``device`` is where the networks run, ``divergence`` the divergence detection
+    settings, ``label_aligned`` pairs same-class samples when both domains are labelled."""
+
+    seed: int
+    device: str | torch.device
+    divergence: DivergenceConfig | None
+    label_aligned: bool
+
+
 class TrainerBase(StepLoop):
     """State shared by the trainers: models, optimisers, random generators, step, history."""
 
     method = ""
 
-    def __init__(self, cfg: Any, synthetic: Domain, real: Domain, *, seed: int, device: str | torch.device, divergence: DivergenceConfig | None, name: str):
+    def __init__(
+        self, cfg: Any, synthetic: Domain, real: Domain, *, name: str,
+        seed: int = 0, device: str | torch.device = "cpu", divergence: DivergenceConfig | None = None, label_aligned: bool = True,
+    ):  # fmt: skip
         self.seed = int(seed)
+        self.label_aligned = label_aligned
         self.device = resolve_device(device)
         self.name = name
         self.monitor = DivergenceMonitor(divergence, source=name)
@@ -318,9 +323,9 @@ class TrainerBase(StepLoop):
         d = PatchDiscriminator(self.synthetic.channels, width=dc.width, init_std=dc.init_std)
         return init_gan_weights(d, dc.init_std, self._rng(key)).to(self.device)
 
-    def _start_sampling(self, label_aligned: bool) -> None:
+    def _start_sampling(self) -> None:
         """Set up the pair sampler and the noise generator (both saved in checkpoints)."""
-        self.sampler = PairSampler(self.synthetic, self.real, label_aligned=label_aligned, generator=self._rng("sampler"))
+        self.sampler = PairSampler(self.synthetic, self.real, label_aligned=self.label_aligned, generator=self._rng("sampler"))
         self.noise_rng = self._rng("noise")
         self.rngs = {"sampler": self.sampler.generator, "noise": self.noise_rng}
 

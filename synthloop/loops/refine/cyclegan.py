@@ -12,6 +12,7 @@ losses are added: cycle L1 on the background and a hue (grey: intensity) loss on
 from __future__ import annotations
 
 import itertools
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +21,9 @@ from pydantic import Field, model_validator
 from synthloop.config import Config
 from synthloop.errors import InputError
 from synthloop.functional.losses import background_l1, foreground_hue_l1, lsgan_loss
-from synthloop.loops.refine.common import DiscriminatorConfig, Domain, GeneratorConfig, ImagePool, Pair, TrainerBase, apply_model, set_requires_grad, to_floats
-from synthloop.loops.refine.divergence import DivergenceConfig
+from synthloop.loops.refine.common import (
+    DiscriminatorConfig, Domain, GeneratorConfig, ImagePool, Pair, TrainerBase, TrainerOptions, apply_model, set_requires_grad, to_floats,
+)  # fmt: skip
 from synthloop.models.refiners import ResnetGenerator
 
 
@@ -77,11 +79,8 @@ class CycleGANTrainer(TrainerBase):
         cfg: hyper-parameters.
         synthetic, real: the two domains (same channels and size; ``H`` and ``W`` multiples of
             ``2 ** cfg.generator.n_downsample``).
-        seed: derives every random generator.
-        device: where the networks run.
-        divergence: divergence detection settings.
-        label_aligned: pair same-class samples when both domains are labelled.
         name: prefix of divergence messages.
+        options: ``seed``, ``device``, ``divergence``, ``label_aligned`` (:class:`TrainerOptions`).
     """
 
     method = "cyclegan"
@@ -92,13 +91,10 @@ class CycleGANTrainer(TrainerBase):
         synthetic: Domain,
         real: Domain,
         *,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        divergence: DivergenceConfig | None = None,
-        label_aligned: bool = True,
         name: str = "cyclegan",
+        **options: Unpack[TrainerOptions],
     ):
-        super().__init__(cfg, synthetic, real, seed=seed, device=device, divergence=divergence, name=name)
+        super().__init__(cfg, synthetic, real, name=name, **options)
         k = 2**cfg.generator.n_downsample
         h, w = synthetic.size
         if h % k or w % k:
@@ -120,7 +116,7 @@ class CycleGANTrainer(TrainerBase):
         self.opt_g = torch.optim.Adam(itertools.chain(self.g_s2r.parameters(), self.g_r2s.parameters()), lr=cfg.lr_g, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(itertools.chain(self.d_real.parameters(), self.d_syn.parameters()), lr=cfg.lr_d, betas=cfg.betas)
         self.optimizers = {"g": self.opt_g, "d": self.opt_d}
-        self._start_sampling(label_aligned)
+        self._start_sampling()
         self.pool_real = ImagePool(cfg.pool_size)
         self.pool_syn = ImagePool(cfg.pool_size)
         self.pools = {"real": self.pool_real, "syn": self.pool_syn}
@@ -194,7 +190,8 @@ class CycleGANTrainer(TrainerBase):
     def _update(self, opt: torch.optim.Optimizer, total: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         total.backward()
-        opt.step()
+        if self.monitor.check_grads(self.step, opt):
+            opt.step()
 
     def _step_pretrain_g(self) -> dict[str, float]:
         self._set_lr(1.0)

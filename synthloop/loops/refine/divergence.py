@@ -17,6 +17,7 @@ from pydantic import Field
 
 from synthloop.config import Config
 from synthloop.errors import SynthloopError
+from synthloop.loops.faults import bad_grads
 
 
 class DivergenceConfig(Config):
@@ -35,7 +36,7 @@ class DivergenceConfig(Config):
 
 @dataclass
 class DivergenceEvent:
-    """A detected divergence: ``kind`` is ``"non_finite_loss"`` or ``"mode_collapse"``."""
+    """A detected divergence: ``kind`` is ``"non_finite_loss"``, ``"non_finite_grad"`` or ``"mode_collapse"``."""
 
     step: int
     kind: str
@@ -83,6 +84,20 @@ class DivergenceMonitor:
         self._fire(
             DivergenceEvent(step, "non_finite_loss", f"{where}step {step}: non-finite loss ({shown}); {tail}", None, self.source, values)
         )
+        return False
+
+    def check_grads(self, step: int, *optimizers: torch.optim.Optimizer) -> bool:
+        """``True`` if every gradient of the optimisers' parameters is finite (call after ``backward``);
+        otherwise clear those gradients, fire a ``non_finite_grad`` event and return ``False`` (skip the update)."""
+        params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
+        bad = bad_grads(params)
+        if not bad:
+            return True
+        for p in params:
+            p.grad = None
+        where = f"{self.source}: " if self.source else ""
+        tail = "training stopped" if self.cfg.action == "raise" else "the update was skipped"
+        self._fire(DivergenceEvent(step, "non_finite_grad", f"{where}step {step}: non-finite gradient in {len(bad)} tensor(s); {tail}", None, self.source))
         return False
 
     def check_outputs(self, step: int, refined: torch.Tensor) -> float:

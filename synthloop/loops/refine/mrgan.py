@@ -8,16 +8,16 @@ Stage 1 is a CycleGAN between synthetic ``S`` and real ``R``; it gives refined s
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import torch
 from pydantic import Field
 
 from synthloop.config import Config
 from synthloop.errors import InputError
-from synthloop.loops.refine.common import Domain, Pair, StepLoop, resolve_device
+from synthloop.loops.refine.common import Domain, Pair, StepLoop, TrainerOptions
 from synthloop.loops.refine.cyclegan import CycleGANConfig, CycleGANTrainer
-from synthloop.loops.refine.divergence import DivergenceConfig, DivergenceEvent
+from synthloop.loops.refine.divergence import DivergenceEvent
 from synthloop.utils.seeding import derive_seed
 
 
@@ -65,6 +65,13 @@ class MrGANTrainer(StepLoop):
     :meth:`map_real` maps real images into that same space (identity for ``r_rs``, ``F1`` for
     the modes whose target is ``RR``), which is where a classifier trained on the refined
     images should be tested.
+
+    Args:
+        cfg: both stages' hyper-parameters and the stage-2 mode.
+        synthetic, real: the two domains.
+        seed: each stage derives its own seed from it.
+        batch_size: chunk size when mapping whole sets through a stage.
+        options: ``device``, ``divergence``, ``label_aligned`` (:class:`TrainerOptions`), for both stages.
     """
 
     method = "mrgan"
@@ -76,23 +83,17 @@ class MrGANTrainer(StepLoop):
         real: Domain,
         *,
         seed: int = 0,
-        device: str | torch.device = "cpu",
-        divergence: DivergenceConfig | None = None,
-        label_aligned: bool = True,
         batch_size: int = 256,
+        **options: Unpack[TrainerOptions],
     ):
         self.cfg = cfg
         self.seed = int(seed)
         self.synthetic = synthetic
         self.real = real
-        self.device = resolve_device(device)
-        self.divergence = divergence
-        self.label_aligned = label_aligned
         self.batch_size = batch_size
-        self.stage1 = CycleGANTrainer(
-            cfg.stage1, synthetic, real, seed=derive_seed(seed, "mrgan", "stage1"), device=self.device,
-            divergence=divergence, label_aligned=label_aligned, name="mrgan/stage1",
-        )  # fmt: skip
+        self.stage1 = CycleGANTrainer(cfg.stage1, synthetic, real, seed=derive_seed(seed, "mrgan", "stage1"), name="mrgan/stage1", **options)
+        self.device = self.stage1.device
+        self.options: TrainerOptions = {**options, "device": self.device}  # what stage 2 shares with stage 1
         self.stage2: CycleGANTrainer | None = None
 
     @property
@@ -136,9 +137,8 @@ class MrGANTrainer(StepLoop):
     def _build_stage2(self) -> CycleGANTrainer:
         source, target = self.stage2_domains()
         self.stage2 = CycleGANTrainer(
-            self.cfg.stage2, source, target, seed=derive_seed(self.seed, "mrgan", "stage2"), device=self.device,
-            divergence=self.divergence, label_aligned=self.label_aligned, name=f"mrgan/stage2[{self.cfg.stage2_mode}]",
-        )  # fmt: skip
+            self.cfg.stage2, source, target, seed=derive_seed(self.seed, "mrgan", "stage2"), name=f"mrgan/stage2[{self.cfg.stage2_mode}]", **self.options
+        )
         return self.stage2
 
     def train_step(self) -> dict[str, float]:

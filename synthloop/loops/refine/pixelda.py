@@ -8,7 +8,7 @@ pairwise MSE (:func:`~synthloop.functional.losses.masked_pmse`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,9 @@ from pydantic import Field
 from synthloop.config import Config
 from synthloop.errors import InputError
 from synthloop.functional.losses import d_loss, g_loss, masked_pmse
-from synthloop.loops.refine.common import ClassifierConfig, DiscriminatorConfig, Domain, Pair, TrainerBase, apply_model, set_requires_grad, to_floats
-from synthloop.loops.refine.divergence import DivergenceConfig
+from synthloop.loops.refine.common import (
+    ClassifierConfig, DiscriminatorConfig, Domain, Pair, TrainerBase, TrainerOptions, apply_model, set_requires_grad, to_floats,
+)  # fmt: skip
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.refiners import PixelDAGenerator, SmallResNet
 
@@ -72,7 +73,8 @@ class PixelDATrainer(TrainerBase):
         synthetic: labelled source domain.
         real: target domain (labels optional; only used for pairing).
         num_classes: classes of T (default: largest source label + 1).
-        seed, device, divergence, label_aligned: as for :class:`CycleGANTrainer`.
+        name: prefix of divergence messages.
+        options: ``seed``, ``device``, ``divergence``, ``label_aligned`` (:class:`TrainerOptions`).
 
     Raises:
         InputError: the synthetic domain has no labels (T needs them).
@@ -87,13 +89,10 @@ class PixelDATrainer(TrainerBase):
         real: Domain,
         *,
         num_classes: int | None = None,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        divergence: DivergenceConfig | None = None,
-        label_aligned: bool = True,
         name: str = "pixelda",
+        **options: Unpack[TrainerOptions],
     ):
-        super().__init__(cfg, synthetic, real, seed=seed, device=device, divergence=divergence, name=name)
+        super().__init__(cfg, synthetic, real, name=name, **options)
         if synthetic.labels is None:
             raise InputError(
                 f"PixelDA trains a task classifier on the synthetic labels, but {synthetic.name} has none "
@@ -117,7 +116,7 @@ class PixelDATrainer(TrainerBase):
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_t = torch.optim.Adam(self.t.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.optimizers = {"g": self.opt_g, "d": self.opt_d, "t": self.opt_t}
-        self._start_sampling(label_aligned)
+        self._start_sampling()
 
     @property
     def total_steps(self) -> int:
@@ -158,6 +157,8 @@ class PixelDATrainer(TrainerBase):
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_t.zero_grad(set_to_none=True)
         dt["dt_total"].backward()
+        if not self.monitor.check_grads(self.step, self.opt_d, self.opt_t):
+            return self._finish_step(out)
         self.opt_d.step()
         self.opt_t.step()
 
@@ -175,7 +176,8 @@ class PixelDATrainer(TrainerBase):
             if self.monitor.check_losses(self.step, gt):
                 self.opt_g.zero_grad(set_to_none=True)
                 gt["g_total"].backward()
-                self.opt_g.step()
+                if self.monitor.check_grads(self.step, self.opt_g):
+                    self.opt_g.step()
         finally:
             set_requires_grad((self.d, self.t), True)
         return self._finish_step(out)
