@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
 
-bench: bench-throughput bench-render bench-affnist bench-detection bench-limited-real
+bench: bench-throughput bench-render bench-affnist bench-detection bench-limited-real bench-reliability
 
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
@@ -41,7 +41,7 @@ bench-onednn: $(STAMP)
 
 bench-reliability: $(STAMP)
 	$(BIN)/python benchmarks/onednn_repro.py --trials 3
-	if [ -f benchmarks/reliability_fuzz.py ]; then $(BIN)/python benchmarks/reliability_fuzz.py; fi
+	$(BIN)/python benchmarks/reliability_fuzz.py
 	$(BIN)/python benchmarks/reliability.py
 
 clean:
