@@ -39,6 +39,23 @@ def overrides_argument(example: str) -> Any:
     return typer.Argument(None, help=f"key=value overrides, e.g. {example}.")
 
 
+def threads_option() -> Any:
+    """The ``--threads N`` option of every training / generation command."""
+    return typer.Option(
+        None, "--threads", min=1,
+        help="torch threads per process (default: the CPUs this process may use / worker processes; 1 when the machine is busy).",
+    )  # fmt: skip
+
+
+def apply_threads(threads: int | None, workers: int = 1) -> int:
+    """Set torch's threads for this command and say so on stderr (``run.json`` records it too)."""
+    from synthloop.utils.threads import use_threads
+
+    n, why = use_threads(threads, workers)
+    err_console.print(f"torch threads: {n} ({why})", highlight=False)
+    return n
+
+
 @app.callback()
 def _root() -> None:
     """synthloop command line."""

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from synthloop.cli._app import app, friendly_errors
+from synthloop.cli._app import app, apply_threads, friendly_errors, threads_option
 
 
 class RateColumn(ProgressColumn):
@@ -51,8 +51,10 @@ def paste(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted job in --out (same config)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous job's outputs in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Composite cut-outs onto backgrounds and write a labelled dataset (COCO, + YOLO/VOC)."""
+    apply_threads(threads, workers)
     from synthloop.jobs.paste import run_paste
     from synthloop.jobs.paste_config import load_paste_config
 
@@ -105,8 +107,10 @@ def paste_demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a previous demo there is replaced)."),
     num_images: int = typer.Option(64, "--num-images", min=1, help="Images to generate."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Paste MNIST digit cut-outs onto built-in backgrounds (256x256, COCO) and draw a contact sheet."""
+    apply_threads(threads, workers)
     from synthloop.jobs.paste import run_paste
     from synthloop.jobs.paste_config import load_paste_config
     from synthloop.jobs.run_folder import RUN_FILE

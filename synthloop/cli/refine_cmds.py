@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, friendly_errors, overrides_argument
+from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, threads_option
 
 
 @app.command("refine")
@@ -16,6 +16,7 @@ def refine(
     overrides: list[str] | None = overrides_argument("method=mrgan mrgan.stage2_mode=r_rs seed=3"),
     out: Path = typer.Option(..., "--out", help="Output folder: checkpoint, losses, refined images, metrics."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same config)."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Train the configured refiner on data.synthetic -> data.real, then write every synthetic image refined.
 
@@ -24,6 +25,7 @@ def refine(
     events.json, refined/ (same relative paths, PNG) and metrics.json (label preservation,
     foreground IoU) to --out.
     """
+    apply_threads(threads)
     from synthloop.config import load_config
     from synthloop.jobs.refine import RefineConfig, run_refine
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, friendly_errors, overrides_argument
+from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, threads_option
 
 
 @app.command("render")
@@ -16,12 +16,14 @@ def render(
     overrides: list[str] | None = overrides_argument("count=5000 camera.enabled=false size=[64,64]"),
     out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty unless --overwrite)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Render labelled glyph images (digits by default) with MrGAN's latent variations.
 
     Writes images/<class>/<id>.png, annotations.json (COCO), params.jsonl, config.yaml and
     run.json; the folder appears only when everything was written.
     """
+    apply_threads(threads)
     from synthloop.config import load_config
     from synthloop.jobs.render import RenderJobConfig, write_dataset
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, friendly_errors, overrides_argument
+from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, threads_option
 
 
 @app.command("demo")
@@ -16,6 +16,7 @@ def terse_demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder for report.html and the runs."),
     full: bool = typer.Option(False, "--full", help="The full AffNIST budget (about 30 min on 2 CPU cores) instead of the quick one."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    threads: int | None = threads_option(),
 ) -> None:
     """TERSE vs random AffNIST-recipe samples (TERSE Fig. 7) on built-in MNIST, with an HTML report.
 
@@ -23,6 +24,7 @@ def terse_demo(
     recipe digits vs. hard examples from the TERSE synthesizer), prints a table of the numbers and
     writes OUT/report.html (plots, sample grids, hardness histogram). Quick mode: a few minutes.
     """
+    apply_threads(threads)
     from synthloop.jobs.demo import run_terse_demo
 
     run_terse_demo(out, quick=not full, device=device)
@@ -37,6 +39,7 @@ def terse_train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint in --out (same config)."),
     max_cycles: int | None = typer.Option(None, "--max-cycles", min=1, help="Stop after this many cycles in total (resume later)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Run the TERSE classification loop on MNIST: S finds hard examples per class, T trains on them.
 
@@ -44,6 +47,7 @@ def terse_train(
     cycles/cycle_001/samples.npz, ... (images, labels, affine params, source index, hardness) and
     grid.png, and when all cycles are done target.pt2 + target.json (loads without synthloop).
     """
+    apply_threads(threads)
     from synthloop.config import build_config, load_config
     from synthloop.jobs.terse_mnist import TerseMnistConfig, run_terse_mnist
 
@@ -73,6 +77,7 @@ def terse_detection(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out (same config; loop.cycles may grow)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    threads: int | None = threads_option(),
 ) -> None:
     """TERSE for detection on your own COCO data: baseline, hard synthetic scenes, fine-tuning, report.
 
@@ -81,6 +86,7 @@ def terse_detection(
     synthetic examples as a COCO data set with per-image replay params (synthetic/), the fine-tuned
     model (model.pt + model.json), config.resolved.yaml, run.json, metrics.json and report.html.
     """
+    apply_threads(threads)
     import sys
 
     from rich.console import Console

@@ -30,6 +30,7 @@ import yaml
 from synthloop.errors import InputError
 from synthloop.utils.atomic import atomic_write_json
 from synthloop.utils.records import check_same_config, utc_now
+from synthloop.utils.threads import usable_cpus
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".synthloop.lock"
@@ -138,6 +139,8 @@ def run_record(*, seed: int, argv: Sequence[str] | None = None, **extra: Any) ->
         "git_commit": git_commit(),
         "torch_version": torch.__version__,
         "command": list(argv) if argv is not None else list(sys.argv),
+        "torch_threads": torch.get_num_threads(),
+        "cpus_usable": usable_cpus(),
         **extra,
     }
 
