@@ -315,29 +315,48 @@ def run_paste(
                 progress(total, total)
             return PasteSummary(out_dir, cfg.num_images, total, 0, 0.0)
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
-        _remove_stray_temps(out_dir / IMAGES_DIR)
-        remove_stray_temps(out_dir)  # also the final files' and yolo/voc ones (a kill during assembly)
-        atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
-        run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
+            _remove_stray_temps(out_dir / IMAGES_DIR)
+            remove_stray_temps(out_dir)  # also the final files' and yolo/voc ones (a kill during assembly)
+            atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
+            run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
 
-        done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
-        todo = [i for i in range(cfg.num_images) if i not in done]
-        count = len(done) * per_scene
-        if progress is not None:
-            progress(count, total)
-        t0 = time.perf_counter()
-        if todo:
-            if workers == 1:
-                count = _run_here(cfg, out_dir, todo, count, total, progress)
-            else:
-                count = _run_pool(cfg, out_dir, todo, workers, count, total, progress)
-        seconds = time.perf_counter() - t0
+            done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
+            todo = [i for i in range(cfg.num_images) if i not in done]
+            count = len(done) * per_scene
+            if progress is not None:
+                progress(count, total)
+            t0 = time.perf_counter()
+            if todo:
+                if workers == 1:
+                    count = _run_here(cfg, out_dir, todo, count, total, progress)
+                else:
+                    count = _run_pool(cfg, out_dir, todo, workers, count, total, progress)
+            seconds = time.perf_counter() - t0
 
-        finalize(cfg, out_dir)
-        run_folder.finish_record(out_dir, run_info, images=total)
-        return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)
+            finalize(cfg, out_dir)
+            run_folder.finish_record(out_dir, run_info, images=total)
+            return PasteSummary(out_dir, cfg.num_images, total, len(todo) * per_scene, seconds)
+        except InputError:
+            if previous is None:  # a fresh run that could not start: leave nothing behind
+                _undo_failed_start(out_dir)
+            raise
+
+
+def _undo_failed_start(out_dir: Path) -> None:
+    """Remove what a fresh run wrote before bad input stopped it, when it wrote no image yet, so
+    the corrected command can start in the same folder."""
+    images = out_dir / IMAGES_DIR
+    if images.is_dir() and any(images.iterdir()):
+        return
+    for name in OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
 
 
 def _run_here(cfg: PasteConfig, out_dir: Path, todo: list[int], count: int, total: int, progress) -> int:

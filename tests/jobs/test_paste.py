@@ -265,3 +265,41 @@ def test_instance_switching_job_on_a_coco_dataset(tmp_path):
     with pytest.raises(InputError, match="no such file or folder") as err:
         run_paste(cfg(f"instances.coco.json={tmp_path / 'nope.json'}", "instances.builtin=null"), tmp_path / "bad")
     assert err.value.field == "instances.coco.json" and not (tmp_path / "bad").exists()
+
+
+def _bad_inputs(tmp_path):
+    """Three inputs that only fail once assets are read: an empty cut-out folder, a truncated JPEG
+    background, a COCO file naming a missing image."""
+    from PIL import Image
+
+    empty = tmp_path / "empty_fg"
+    empty.mkdir()
+    bgs = tmp_path / "bgs"
+    bgs.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(bgs / "a.jpg")
+    (bgs / "a.jpg").write_bytes((bgs / "a.jpg").read_bytes()[:200])  # truncated
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    ann = {
+        "images": [{"id": 1, "file_name": "missing.png", "width": 20, "height": 20}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "segmentation": [[2, 2, 10, 2, 10, 10, 2, 10]], "area": 64, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "box"}],
+    }
+    (coco / "annotations.json").write_text(json.dumps(ann))
+    return {
+        "empty foreground folder": ([f"instances.rgba_folder={empty}", "instances.builtin=null"], []),
+        "truncated JPEG": ([f"backgrounds.sources=[{bgs}]"], []),
+        "missing image": ([f"instances.coco.json={coco / 'annotations.json'}", "instances.builtin=null"], []),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty foreground folder", "truncated JPEG", "missing image"])
+def test_a_run_stopped_by_bad_input_leaves_nothing_behind(tmp_path, case):
+    """After the error the corrected command runs in the same folder, no --overwrite needed."""
+    overrides, _ = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    with pytest.raises(InputError):
+        run_paste(cfg(*overrides), out)
+    assert not out.exists() or not any(out.iterdir())
+    run_paste(cfg("num_images=2"), out)  # the fixed command
+    assert len(list((out / "images").iterdir())) == 2
