@@ -104,7 +104,7 @@ def vis(
 @app.command("paste-demo")
 @friendly_errors
 def paste_demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (a previous demo there is replaced)."),
+    out: Path = typer.Option(Path("runs/paste_demo"), "--out", "-o", help="Output folder (a previous paste demo there is replaced)."),
     num_images: int = typer.Option(64, "--num-images", min=1, help="Images to generate."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
     threads: int | None = threads_option(),

@@ -87,6 +87,7 @@ def terse_detection(
     model (model.pt + model.json), config.resolved.yaml, run.json, metrics.json and report.html.
     """
     apply_threads(threads)
+    import json
     import sys
 
     from rich.console import Console
@@ -111,6 +112,8 @@ def terse_detection(
     def fmt(ap: dict | None) -> str:
         return "-" if not ap else f"AP50 {100 * ap['ap50']:.1f}, AP80 {100 * ap['ap80']:.1f}, AP {100 * ap['ap']:.1f}"
 
+    evaluated = json.loads((out_dir / "metrics.json").read_text()).get("eval_images")
+    typer.echo(f"AP on {evaluated} evaluation images")
     typer.echo(f"baseline: {fmt(result.baseline_ap)}")
     typer.echo(f"fine-tuned after {len(result.history)} cycles: {fmt(result.final_ap)}")
     typer.echo(f"{result.synthetic_images} synthetic hard examples in {out_dir / 'synthetic'}; report: {out_dir / 'report.html'}")

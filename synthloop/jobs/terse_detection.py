@@ -276,6 +276,7 @@ def run_terse_detection_job(
         metrics = {
             "eval_set": eval_set.file,
             "eval_set_kind": eval_name,
+            "eval_images": len(eval_set.dataset.images),
             "baseline": baseline_info,
             "final_ap": _rounded(ap1),
             "history": result.history,

@@ -5,6 +5,7 @@ optionally loaded from a checkpoint), and AP on a resized set scored in original
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def _read_source(src: DatasetSource, field: str) -> tuple[Dataset, str]:
         file = find_coco_json(src.annotations)
         ds = read_coco(file, src.images, check_images=True)
     if src.limit is not None:
+        if src.builtin is None and src.limit < len(ds.images):  # a user's own set, cut short: say so
+            warnings.warn(f"{field}.limit keeps {src.limit} of the {len(ds.images)} images of {file}", stacklevel=2)
         ds = Dataset(root=ds.root, categories=ds.categories, images=ds.images[: src.limit], info=ds.info)
     if not ds.images:
         raise InputError("the data set has no images", file=file, field=f"{field}.images")

@@ -209,7 +209,7 @@ def build_detection_report(
     blocks: list[Block] = [
         Heading("Average precision"),
         Text(
-            f"COCO box AP (pycocotools) on {metrics['eval_set_kind']} set {metrics['eval_set']}. Baseline: the model "
+            f"COCO box AP (pycocotools) on {metrics['eval_set_kind']} set {metrics['eval_set']} ({metrics.get('eval_images', '?')} images). Baseline: the model "
             + (f"after {baseline['epochs']} epochs on the real set" if baseline.get("epochs") else "as it started the loop")
             + (f" (from {baseline['from_checkpoint']})" if baseline.get("from_checkpoint") else "")
             + f"; fine-tuned: after {len(metrics['history'])} TERSE cycles (real:synthetic {cfg.loop.real_ratio} in each batch)."

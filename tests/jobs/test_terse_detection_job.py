@@ -161,6 +161,18 @@ def test_report_has_the_ap_table_and_images(finished_run):
     assert page.count('<img alt="') >= 4  # histogram, cycle grid, evaluation grid, loss curves
     assert f"{100 * result.final_ap['ap50']:.2f}" in page
     assert "src=\"http" not in page and "<link" not in page  # self-contained
+    evaluated = json.loads((tmp / "out" / "metrics.json").read_text())["eval_images"]
+    assert evaluated > 0 and f"({evaluated} images)" in page  # the report says how many images were scored
+
+
+def test_a_limit_that_cuts_a_users_set_is_announced(tmp_path):
+    from synthloop.jobs.terse_detection_config import DatasetSource
+    from synthloop.jobs.terse_detection_setup import _read_source
+
+    ann = make_tiny_coco(tmp_path / "data", n=4)
+    with pytest.warns(UserWarning, match=r"eval\.limit keeps 2 of the 4 images"):
+        ds, _ = _read_source(DatasetSource(annotations=ann, limit=2), "eval")
+    assert len(ds.images) == 2
 
 
 def test_model_rebuilds_from_its_json(finished_run):
