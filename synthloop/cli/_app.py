@@ -56,9 +56,17 @@ def apply_threads(threads: int | None, workers: int = 1) -> int:
     return n
 
 
+def warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    """Show a warning as one clean line on stderr (``warning: ...``), without the Python source line."""
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def _root() -> None:
     """synthloop command line."""
+    import warnings
+
+    warnings.showwarning = warning_line
 
 
 @app.command("version")

@@ -107,6 +107,7 @@ def paste_demo(
     out: Path = typer.Option(Path("runs/paste_demo"), "--out", "-o", help="Output folder (a previous paste demo there is replaced)."),
     num_images: int = typer.Option(64, "--num-images", min=1, help="Images to generate."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int | None = threads_option(),
 ) -> None:
     """Paste MNIST digit cut-outs onto built-in backgrounds (256x256, COCO) and draw a contact sheet."""
@@ -119,7 +120,7 @@ def paste_demo(
     if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
         raise typer.BadParameter(f"{out} is not empty and holds no previous demo; pick another --out", param_hint="--out")
     cfg = load_paste_config(None, [f"num_images={num_images}", "scene.canvas=[256,256]", "scene.objects=[2,5]", "scene.blend.modes=[none,alpha,gaussian,box,motion]"])
-    with image_progress("demo") as progress:
+    with image_progress("demo", enabled=not quiet) as progress:
         summary = run_paste(cfg, out, workers=workers, overwrite=True, progress=progress, argv=sys.argv)
     sheet = write_contact_sheet(out, out / "contact_sheet.png", n=16)
     typer.echo(f"wrote {summary.images} images to {out / 'images'} ({summary.images_per_s:,.0f} images/s)")

@@ -82,3 +82,20 @@ def test_demo_writes_images_and_a_contact_sheet(tmp_path):
     (other / "mine.txt").write_text("x")
     r = runner.invoke(app, ["paste-demo", "--out", str(other)])
     assert r.exit_code != 0 and (other / "mine.txt").is_file()
+
+
+def test_warnings_are_one_clean_line(capsys):
+    import warnings
+
+    from synthloop.cli._app import warning_line
+
+    warning_line(UserWarning("box-only annotations: feathered boxes"), UserWarning, "/x/y.py", 12, line="    warnings.warn(...)")
+    err = capsys.readouterr().err
+    assert err.strip() == "warning: box-only annotations: feathered boxes" and "y.py" not in err
+    assert warnings.showwarning is not None
+
+
+def test_paste_demo_can_be_quiet(tmp_path):
+    r = runner.invoke(app, ["paste-demo", "--out", str(tmp_path / "d"), "--num-images", "2", "-q", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "demo" not in r.output.split("wrote")[0].replace("torch threads", "")  # no progress bar text before the summary
