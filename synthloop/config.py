@@ -7,6 +7,7 @@ error that names the file, the key and the keys that are valid there.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -50,17 +51,26 @@ def _valid_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(cur, "model_fields", {}).keys())
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str, overridden: Iterable[str] = ()) -> str:
+    """One line per error: ``SOURCE: field KEY: what``; SOURCE is ``<command line>`` for a key a
+    ``key=value`` override set (or one inside / above it), else ``source`` (the file)."""
+    overridden = list(overridden)
     lines = []
     for e in err.errors():
         loc = tuple(e.get("loc", ()))
         key = ".".join(str(p) for p in loc) or "<root>"
+        origin = "<command line>" if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden) else source
         if e.get("type") == "extra_forbidden":
             valid = _valid_keys(model, loc)
-            lines.append(f"{source}: field {key}: unknown key; valid keys here: {', '.join(valid)}")
+            lines.append(f"{origin}: field {key}: unknown key; valid keys here: {', '.join(valid)}")
         else:
-            lines.append(f"{source}: field {key}: {e.get('msg')} (got {e.get('input')!r})")
+            lines.append(f"{origin}: field {key}: {e.get('msg')} (got {e.get('input')!r})")
     return "\n".join(lines)
+
+
+def override_keys(overrides: Iterable[str] | None) -> list[str]:
+    """The dotted keys that ``key=value`` overrides set."""
+    return [".".join(parse_override(o)[0]) for o in overrides or []]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -111,12 +121,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(model: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "<config>") -> C:
+def build_config(
+    model: type[C], data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "<config>", overridden: Iterable[str] = ()
+) -> C:
+    """Validate ``data`` with ``overrides`` applied; errors name ``source`` or, for keys set by an
+    override (``overrides``, or ``overridden`` when they were applied before), the command line."""
     merged = apply_overrides(data or {}, overrides)
     try:
         return model.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, model, source)) from None
+        raise ConfigError(format_validation_error(e, model, source, [*override_keys(overrides), *overridden])) from None
 
 
 def load_config(model: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:

@@ -73,3 +73,18 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_an_override_that_fails_validation_names_the_command_line(tmp_path):
+    from synthloop.jobs.paste_config import load_paste_config
+
+    f = tmp_path / "job.yaml"
+    f.write_text("num_images: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_paste_config(f, ["num_images=-2"])
+    assert str(e.value).startswith("<command line>: field num_images") and "job.yaml" not in str(e.value)
+    f.write_text("num_images: -2\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml: field num_images"):
+        load_paste_config(f)
+    with pytest.raises(ConfigError, match=r"<command line>: field scene\.canvass: unknown key"):
+        load_paste_config(f, ["num_images=2", "scene.canvass=[4,4]"])

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from synthloop.compose.config import SceneConfig
-from synthloop.config import Config, build_config, load_yaml
+from synthloop.config import Config, build_config, load_yaml, override_keys
 from synthloop.data.instances import InstanceBankConfig
 from synthloop.errors import InputError
 
@@ -183,7 +183,7 @@ def load_paste_config(path: str | Path | None, overrides: list[str] | None = Non
         data = load_yaml(path)
         base, source = Path(path).resolve().parent, str(path)
     merged = apply_overrides(data, overrides)
-    return build_config(PasteConfig, _resolve_paths(merged, base), source=source)
+    return build_config(PasteConfig, _resolve_paths(merged, base), source=source, overridden=override_keys(overrides))
 
 
 def resolved_dict(cfg: PasteConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml
+from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml, override_keys
 from synthloop.data.instances import InstanceBankConfig
 from synthloop.jobs.paste_config import BackgroundsConfig, CocoSource, absolute_to, resolve_backgrounds
 from synthloop.loops.terse_detection_config import SceneTerseConfig
@@ -145,7 +145,7 @@ def load_job_config(path: str | Path, overrides: Sequence[str] | None = None) ->
     file's folder, validate. Errors name the file and the key (typos list the valid keys)."""
     data = load_yaml(path)
     merged = apply_overrides(data, list(overrides or []))
-    return build_config(TerseDetectionJobConfig, _resolve_paths(merged, Path(path).resolve().parent), source=str(path))
+    return build_config(TerseDetectionJobConfig, _resolve_paths(merged, Path(path).resolve().parent), source=str(path), overridden=override_keys(overrides))
 
 
 def resolved_dict(cfg: TerseDetectionJobConfig) -> dict[str, Any]:
