@@ -263,13 +263,6 @@ class PasteSummary:
         return self.rendered / self.seconds if self.seconds > 0 else 0.0
 
 
-def _remove_stray_temps(folder: Path) -> None:
-    """Temporary files a killed writer left behind (``.name.xxxx.tmp``)."""
-    if folder.is_dir():
-        for p in folder.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
-
-
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for k in range(0, len(items), size):
         yield items[k : k + size]
@@ -318,8 +311,7 @@ def run_paste(
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
-            _remove_stray_temps(out_dir / IMAGES_DIR)
-            remove_stray_temps(out_dir)  # also the final files' and yolo/voc ones (a kill during assembly)
+            remove_stray_temps(out_dir)  # images', final files' and yolo/voc ones a killed run left
             atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
 

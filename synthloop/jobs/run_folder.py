@@ -161,6 +161,17 @@ def process_start_time(pid: int) -> int | None:
         return None
 
 
+def _exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:  # ProcessLookupError and the rest
+        return False
+    return True
+
+
 def _alive(holder: Mapping[str, Any]) -> bool:
     """Whether the process recorded in a lock still runs (a lock from another host counts as live)."""
     pid = holder.get("pid")
@@ -168,13 +179,7 @@ def _alive(holder: Mapping[str, Any]) -> bool:
         return False
     if holder.get("host") != socket.gethostname():
         return True  # cannot look at another machine's processes
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    except OSError:
+    if not _exists(pid):
         return False
     with contextlib.suppress(OSError, ValueError, IndexError):
         stat = Path(f"/proc/{pid}/stat").read_text()
