@@ -20,6 +20,15 @@ MNISTClassifier epoch over 10,000 digits ~1.5 s, evaluation of 10,000 ~1.3 s, on
 Usage::
 
     python benchmarks/affnist_efficiency.py [--quick] [--device cuda] [--steps 50] [...]
+    python benchmarks/affnist_efficiency.py --methods random,worst_of_k,terse_paper,terse_teacher,terse_anchor \
+        --seeds 3 --budget cpu --threads 1        # issue 10: methods x seeds -> affnist_methods.json
+
+Methods mode (``--methods``): every method of :data:`synthloop.experiments.affnist_methods.METHODS`
+runs the same protocol on each seed (``--budget cpu``: :meth:`EfficiencyConfig.cpu_budget`, sized
+for about 40 minutes for five methods x 3 seeds on one loaded core; ``--budget full``: the defaults
+above). Writes ``benchmarks/results/affnist_methods.json`` (rewritten after every seed, ``seeds``
+says how many are in), the plot ``affnist_methods.png`` (mean curve and +-1 std band per method)
+and the best learned method's first-seed target ``affnist_best_target.pt2``.
 
 Writes ``benchmarks/results/affnist_efficiency.json`` (``--quick``: ``..._quick.json``), the
 plot ``affnist_efficiency.png`` and the final TERSE target ``affnist_efficiency_target.pt2``
@@ -29,6 +38,7 @@ plot ``affnist_efficiency.png`` and the final TERSE target ``affnist_efficiency_
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from pathlib import Path
@@ -37,11 +47,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, repo_relative, write_result  # noqa: E402
+from common import RESULTS, repo_relative, write_result
 
-from synthloop.experiments.affnist import EfficiencyConfig, export_target, run_efficiency  # noqa: E402
-from synthloop.report.plots import accuracy_curves_png  # noqa: E402
-from synthloop.utils.atomic import atomic_write_bytes  # noqa: E402
+from synthloop.experiments.affnist import PAPER_EFFICIENCY, EfficiencyConfig, export_target, run_efficiency
+from synthloop.experiments.affnist_methods import MethodsResult, mean_curve, run_methods
+from synthloop.report.plots import accuracy_curves_png
+from synthloop.utils.atomic import atomic_write_bytes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,12 +62,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--run-dir", type=Path, default=None, help="keep both runs' folders (caches per step, grids) here")
+    p.add_argument("--methods", default=None, help="comma-separated methods (issue 10 mode; see METHODS)")
+    p.add_argument("--seeds", type=int, default=3, help="methods mode: seeds 0..N-1")
+    p.add_argument("--budget", choices=("cpu", "full"), default="cpu", help="methods mode: EfficiencyConfig.cpu_budget() or the defaults")
     for name, kind in (
         ("seed", int), ("train-digits", int), ("test-digits", int), ("base-epochs", int), ("steps", int),
         ("terse-steps", int), ("step-size", int), ("finetune-epochs", int), ("finetune-real-per-epoch", int),
         ("s-batch-size", int), ("s-min-steps", int), ("s-max-steps", int), ("s-noise-dim", int), ("reference-epochs", int),
     ):  # fmt: skip
-        p.add_argument(f"--{name}", type=kind, default=None, help=f"EfficiencyConfig{'.loop' if name.startswith('s-') else ''}.{name.replace('-', '_')} (0 = all for *-digits / *-per-epoch)")
+        p.add_argument(
+            f"--{name}",
+            type=kind,
+            default=None,
+            help=f"EfficiencyConfig{'.loop' if name.startswith('s-') else ''}.{name.replace('-', '_')} (0 = all for *-digits / *-per-epoch)",
+        )
     return p.parse_args(argv)
 
 
@@ -71,17 +90,101 @@ def build_config(args: argparse.Namespace) -> EfficiencyConfig:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = None if (value == 0 and key in ("train_digits", "test_digits", "finetune_real_per_epoch")) else value
-    base = EfficiencyConfig.quick() if args.quick else EfficiencyConfig()
+    if args.methods:
+        base = EfficiencyConfig.cpu_budget() if args.budget == "cpu" else EfficiencyConfig()
+    else:
+        base = EfficiencyConfig.quick() if args.quick else EfficiencyConfig()
     loop = {k: getattr(args, k) for k in LOOP_KEYS if getattr(args, k) is not None}
     if loop:
         overrides["loop"] = base.loop.model_copy(update=loop)
     return base.model_copy(update=overrides) if overrides else base
 
 
+def band_plot_png(result: MethodsResult) -> bytes:
+    """One mean curve with a +-1 std band per method (matplotlib, no display)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 4.4))
+    ax = fig.add_subplot()
+    for name in result.methods:
+        pts = mean_curve(result.curves(name))
+        xs, ms, ss = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+        line = ax.plot(xs, ms, marker="o", markersize=3, label=name, color="black" if name == "random" else None)[0]
+        ax.fill_between(xs, [m - s for m, s in zip(ms, ss)], [m + s for m, s in zip(ms, ss)], alpha=0.2, color=line.get_color())
+    ax.axhline(result.random_level(), color="grey", linestyle="--", linewidth=1, label=f"random@{result.reference_added() // 1000}K")
+    ax.set_xlabel("added training samples")
+    ax.set_ylabel("test accuracy (AffNIST-style)")
+    ax.set_title(f"Fig. 7 by method, mean +- std over {len(result.seeds)} seeds")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def methods_payload(result: MethodsResult, model: str | None) -> dict:
+    """The issue-10 JSON contract (plus diagnostics, per-seed curves, config and deviations)."""
+    best = result.best_method()
+    ref = result.reference_added()
+    return {
+        "methods": {m: result.summary(m) for m in result.methods},
+        "best_method": best,
+        "best_model": model,
+        "seeds": len(result.seeds),
+        "reference_added": ref,
+        "random_acc_at_reference": result.random_level(),
+        "note": (
+            f"samples_to_match_random_25k is measured against random@{ref} (the last point of this budget's random curve) "
+            "when the budget stops before 25K; best_method is picked on the same seeds it is reported on"
+        ),
+        "mnist_only_acc": result.mnist_only_acc,
+        "reference_acc": result.reference_acc,
+        "per_seed_curves": {m: [[[int(x), float(y)] for x, y in c] for c in result.curves(m)] for m in result.methods},
+        "histories": {f"{r.method}/seed{r.seed}": r.history for r in result.runs},
+        "config": result.config.to_dict(),
+        "deviations": result.config.deviations()
+        + ["each method runs the same protocol; only the loop's sample source and S options differ (see methods.*.options)"],
+        "paper": PAPER_EFFICIENCY,
+        "timings": result.timings,
+    }
+
+
+def main_methods(args: argparse.Namespace) -> dict:
+    cfg = build_config(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    results_dir = Path(args.results_dir)
+    payload: dict = {}
+    runs = []
+    start = time.perf_counter()
+    for seed in range(args.seeds):  # one seed at a time, so a cut-short run still leaves its finished seeds
+        part = run_methods(cfg, methods, [cfg.seed + seed], device=args.device, log=lambda m: print(m, flush=True))
+        runs += part.runs
+        done = MethodsResult(cfg, methods, [cfg.seed + s for s in range(seed + 1)], runs, [], [])
+        done.mnist_only_acc = (payload.get("mnist_only_acc") or []) + part.mnist_only_acc
+        done.reference_acc = (payload.get("reference_acc") or []) + part.reference_acc
+        done.timings = {"total_s": time.perf_counter() - start}
+        best = done.best_method()
+        model = done.model_of(best)
+        info = export_target(model, results_dir / "affnist_best_target.pt2", experiment="affnist_methods", method=best) if model is not None else None
+        model_rel = repo_relative(results_dir / info["file"]) if info else None
+        payload = methods_payload(done, model_rel)
+        payload.update(plot=repo_relative(results_dir / "affnist_methods.png"), device=args.device, budget=args.budget, wall_s=time.perf_counter() - start)
+        atomic_write_bytes(results_dir / "affnist_methods.png", band_plot_png(done))
+        path = write_result("affnist_methods", payload, device=args.device, results_dir=results_dir)
+        for m in methods:
+            s = payload["methods"][m]
+            print(f"[{seed + 1} seed(s)] {m}: match random@{done.reference_added()} at {s['samples_to_match_random_25k']}, "
+                  f"readability {s['readability']}, hardness {s['hardness']}, curve {[round(p[1], 3) for p in s['curve']]}", flush=True)  # fmt: skip
+        print(f"best {best} -> {path}", flush=True)
+    return payload
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.methods:
+        return main_methods(args)
     cfg = build_config(args)
     name = "affnist_efficiency_quick" if args.quick else "affnist_efficiency"
     start = time.perf_counter()

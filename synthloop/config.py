@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from synthloop.errors import ConfigError
 from synthloop.utils.text import read_text
@@ -182,3 +182,13 @@ def image_size_type(min_side: int) -> Any:
         return v
 
     return Annotated[tuple[int, int], BeforeValidator(square), AfterValidator(large_enough)]
+
+
+def threads_field() -> Any:
+    """The ``threads`` key of every job config a training / generation command reads: torch
+    threads per process, ``None`` (``null``) for the automatic default; ``--threads`` overrides it."""
+    return Field(
+        None,
+        ge=1,
+        description="torch threads per process (null: the CPUs this process may use / worker processes, 1 on a busy machine); --threads overrides it",
+    )

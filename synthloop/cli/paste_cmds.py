@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
 
-from synthloop.cli._app import app, apply_threads, friendly_errors, threads_option
+from synthloop.cli._app import app, apply_threads, friendly_errors, progress_display, threads_option
 
 
-class RateColumn(ProgressColumn):
-    """Images per second, from rich's moving estimate."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- img/s" if speed is None else f"{speed:,.0f} img/s", style="progress.data.speed")
-
-
-@contextlib.contextmanager
-def image_progress(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar (on stderr) fed by ``callback(done, total)``."""
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not enabled, transient=False) as bar:
-        task = None
-
-        def callback(done: int, total: int) -> None:
-            nonlocal task
-            if task is None:
-                task = bar.add_task(description, total=total, completed=done)
-            else:
-                bar.update(task, completed=done)
-
-        yield callback
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 @app.command("paste")
@@ -52,15 +27,31 @@ def paste(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous job's outputs in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int | None = threads_option(),
+    backend: Backend = typer.Option(Backend.local, "--backend", help="local: worker processes here; ray: Ray tasks (pip install 'synthloop\\[ray]'), same output."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray instance); --out must be shared by its nodes."),
+    device: str | None = typer.Option(None, "--device", help="cuda (or cpu): composite batches with the torch core and encode JPEG there (other pixels than the default path)."),
 ) -> None:
     """Composite cut-outs onto backgrounds and write a labelled dataset (COCO, + YOLO/VOC)."""
-    apply_threads(threads, workers)
-    from synthloop.jobs.paste import run_paste
     from synthloop.jobs.paste_config import load_paste_config
 
     cfg = load_paste_config(config, overrides or [])
-    with image_progress("paste", enabled=not quiet) as progress:
-        summary = run_paste(cfg, out, workers=workers, resume=resume, overwrite=overwrite, progress=progress, argv=sys.argv)
+    apply_threads(threads, workers, cfg.threads)
+    from synthloop.jobs.paste import run_paste
+
+    with progress_display(quiet) as display:
+        kw = {"resume": resume, "overwrite": overwrite, "progress": display.counter("paste", "img"), "argv": sys.argv}
+        if device is not None and backend is Backend.ray:
+            raise typer.BadParameter("--device works with the local backend only", param_hint="--device")
+        if device is not None:
+            from synthloop.jobs.paste_torch import run_paste_torch
+
+            summary = run_paste_torch(cfg, out, device=device, **kw)
+        elif backend is Backend.ray:
+            from synthloop.jobs.paste_ray import run_paste_ray
+
+            summary = run_paste_ray(cfg, out, address=address, **kw)
+        else:
+            summary = run_paste(cfg, out, workers=workers, **kw)
     rate = f" ({summary.images_per_s:,.0f} images/s)" if summary.rendered else ""
     typer.echo(f"wrote {summary.images} images{rate} to {out}: annotations.json, params.jsonl" + "".join(f", {f}/" for f in cfg.formats if f != "coco"))
 
@@ -76,9 +67,8 @@ def replay(
     from synthloop.jobs.replay import replay_image
 
     r = replay_image(run_dir, image_id, save_to=out)
-    typer.echo(f"{r.file_name}: file bytes {'identical' if r.bytes_identical else 'DIFFERENT'}, pixels {'identical' if r.pixels_identical else 'DIFFERENT'}, "
-               f"labels {'identical' if r.labels_identical else 'not checked' if r.labels_identical is None else 'DIFFERENT'}; "
-               f"max |stored - raw render| = {r.max_abs_diff}")  # fmt: skip
+    for line in r.lines():
+        typer.echo(line)
     if out is not None:
         typer.echo(f"re-render written to {out}")
     if not r.identical:
@@ -119,9 +109,11 @@ def paste_demo(
 
     if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
         raise typer.BadParameter(f"{out} is not empty and holds no previous demo; pick another --out", param_hint="--out")
-    cfg = load_paste_config(None, [f"num_images={num_images}", "scene.canvas=[256,256]", "scene.objects=[2,5]", "scene.blend.modes=[none,alpha,gaussian,box,motion]"])
-    with image_progress("demo", enabled=not quiet) as progress:
-        summary = run_paste(cfg, out, workers=workers, overwrite=True, progress=progress, argv=sys.argv)
+    cfg = load_paste_config(
+        None, [f"num_images={num_images}", "scene.canvas=[256,256]", "scene.objects=[2,5]", "scene.blend.modes=[none,alpha,gaussian,box,motion]"]
+    )
+    with progress_display(quiet) as display:
+        summary = run_paste(cfg, out, workers=workers, overwrite=True, progress=display.counter("demo", "img"), argv=sys.argv)
     sheet = write_contact_sheet(out, out / "contact_sheet.png", n=16)
     typer.echo(f"wrote {summary.images} images to {out / 'images'} ({summary.images_per_s:,.0f} images/s)")
     typer.echo(f"annotations: {out / 'annotations.json'} (COCO, RLE masks); params: {out / 'params.jsonl'}")

@@ -25,11 +25,11 @@ def refine(
     events.json, refined/ (same relative paths, PNG) and metrics.json (label preservation,
     foreground IoU) to --out.
     """
-    apply_threads(threads)
     from synthloop.config import load_config
     from synthloop.jobs.refine import RefineConfig, run_refine
 
     cfg = load_config(RefineConfig, config, overrides)
+    apply_threads(threads, configured=cfg.threads)
     metrics = run_refine(cfg, out, resume=resume, log=typer.echo)
     lp = metrics.get("label_preservation")
     summary = f"label preservation {lp:.3f}, " if lp is not None else ""

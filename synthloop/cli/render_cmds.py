@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, threads_option
+from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, progress_display, threads_option
 
 
 @app.command("render")
@@ -23,10 +23,11 @@ def render(
     Writes images/<class>/<id>.png, annotations.json (COCO), params.jsonl, config.yaml and
     run.json; the folder appears only when everything was written.
     """
-    apply_threads(threads)
     from synthloop.config import load_config
     from synthloop.jobs.render import RenderJobConfig, write_dataset
 
     cfg = load_config(RenderJobConfig, config, overrides)
-    run = write_dataset(cfg, out, overwrite=overwrite)
+    apply_threads(threads, cfg.output.workers, cfg.threads)
+    with progress_display() as display:
+        run = write_dataset(cfg, out, overwrite=overwrite, progress=display.counter("render", "img"))
     typer.echo(f"wrote {run['count']} images of {len(run['classes'])} classes to {out} in {run['seconds']:.1f} s")

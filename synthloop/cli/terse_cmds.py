@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, threads_option
+from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, progress_display, threads_option
 
 
 @app.command("demo")
@@ -27,7 +27,8 @@ def terse_demo(
     apply_threads(threads)
     from synthloop.jobs.demo import run_terse_demo
 
-    run_terse_demo(out, quick=not full, device=device)
+    with progress_display() as progress:
+        run_terse_demo(out, quick=not full, device=device, progress=progress)
 
 
 @app.command("terse-train")
@@ -47,7 +48,6 @@ def terse_train(
     cycles/cycle_001/samples.npz, ... (images, labels, affine params, source index, hardness) and
     grid.png, and when all cycles are done target.pt2 + target.json (loads without synthloop).
     """
-    apply_threads(threads)
     from synthloop.config import build_config, load_config
     from synthloop.jobs.terse_mnist import TerseMnistConfig, run_terse_mnist
 
@@ -56,7 +56,9 @@ def terse_train(
         overrides = [str(config), *(overrides or [])]
         config = None
     cfg = load_config(TerseMnistConfig, config, overrides) if config is not None else build_config(TerseMnistConfig, {}, overrides, source="<defaults>")
-    result = run_terse_mnist(cfg, out, resume=resume, max_cycles=max_cycles, device=device, progress=None)
+    apply_threads(threads, configured=cfg.threads)
+    with progress_display() as progress:
+        result = run_terse_mnist(cfg, out, resume=resume, max_cycles=max_cycles, device=device, progress=progress)
     last = result.history[-1] if result.history else {}
     state = "finished" if result.finished else f"stopped after cycle {result.completed_cycles} of {cfg.loop.cycles} (continue with --resume)"
     acc = last.get("test_acc")
@@ -86,27 +88,16 @@ def terse_detection(
     synthetic examples as a COCO data set with per-image replay params (synthetic/), the fine-tuned
     model (model.pt + model.json), config.resolved.yaml, run.json, metrics.json and report.html.
     """
-    apply_threads(threads)
     import json
     import sys
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from synthloop.jobs.terse_detection import default_out_dir, run_terse_detection_job
     from synthloop.jobs.terse_detection_config import load_job_config
 
     cfg = load_job_config(config, overrides or [])
+    apply_threads(threads, configured=cfg.threads)
     out_dir = out if out is not None else default_out_dir(config)
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=quiet, transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=max(total, 1))
-            bar.update(tasks[task], completed=done, total=max(total, 1))
-
+    with progress_display(quiet) as progress:  # also shows the one-time build of the built-in digit scenes
         result = run_terse_detection_job(cfg, out_dir, resume=resume, progress=progress, device=device, config_file=config, argv=sys.argv)
 
     def fmt(ap: dict | None) -> str:

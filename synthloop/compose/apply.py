@@ -21,16 +21,19 @@ visibility fractions, and the box of the visible mask.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
-import torch
 
 from synthloop.compose.params import ArtefactParams, ObjectParams, SceneParams
 from synthloop.functional.blend import blend_into, window_margin
 from synthloop.functional.numpy_ops import affine_matrices, photometric_affine_np, to_uint8, warp_window
+
+if TYPE_CHECKING:  # torch only for the tensor views: compositing is NumPy/OpenCV
+    import torch
 
 IDENTITY_PHOTOMETRIC = [1.0, 1.0, 1.0, 0.0]
 
@@ -61,14 +64,28 @@ class BackgroundSource(Protocol):
 
 @dataclass
 class PastedObject:
+    """One pasted object's labels. The visible mask is kept as the window of the canvas it lies
+    in (``window_mask`` at ``offset`` (x0, y0)); ``mask`` builds the full-canvas mask on demand."""
+
     category_id: int
     instance: int
     distractor: bool
-    mask: np.ndarray  # (H, W) bool, Fortran order: visible pixels of this object
+    window_mask: np.ndarray  # (h, w) bool: visible pixels of this object inside its window
+    offset: tuple[int, int]  # (x0, y0) of the window on the canvas
+    canvas: tuple[int, int]  # (H, W)
     box: tuple[float, float, float, float]  # xyxy (pixel edges) of the visible mask
     full_area: float  # pixels of the whole warped object (inside and outside the canvas)
     in_canvas_area: float
     visible_area: float
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(H, W)`` bool, Fortran order (what COCO's RLE encoder reads without a copy)."""
+        out = np.zeros(self.canvas, dtype=bool, order="F")
+        h, w = self.window_mask.shape
+        x0, y0 = self.offset
+        out[y0 : y0 + h, x0 : x0 + w] = self.window_mask
+        return out
 
     @property
     def truncation(self) -> float:
@@ -98,6 +115,8 @@ class SceneResult:
 
     def tensor(self) -> torch.Tensor:
         """The image as ``Tensor[3, H, W]``."""
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(self.image.transpose(2, 0, 1)))
 
 
@@ -195,8 +214,14 @@ def rgba_of(instances: InstanceSource, index: int) -> np.ndarray:
     own = getattr(instances, "rgba", None)
     if own is not None:
         return own(index)
-    rgb, alpha = instances.arrays(index)
-    return np.dstack([rgb, alpha]).astype(np.float32, copy=False)
+    # cached on the source: a 60-200 px cut-out's dstack cost ~0.5 ms per paste, more than its warp
+    cache = instances.__dict__.setdefault("_rgba_cache", {})
+    hit = cache.get(index)
+    if hit is None:
+        rgb, alpha = instances.arrays(index)
+        hit = cache[index] = np.dstack([rgb, alpha]).astype(np.float32, copy=False)
+        hit.setflags(write=False)
+    return hit
 
 
 def _color_rgba(rgba: np.ndarray, color_map: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -204,7 +229,8 @@ def _color_rgba(rgba: np.ndarray, color_map: tuple[np.ndarray, np.ndarray]) -> n
     M, c = color_map
     T = np.zeros((4, 5), np.float32)
     T[:3, :3], T[:3, 4], T[3, 3] = M, c, 1.0
-    return np.clip(cv2.transform(rgba, T), 0.0, 1.0)
+    out = cv2.transform(rgba, T)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def paste_object(
@@ -281,7 +307,8 @@ def paste_artefact(
 
 
 def _as_hwc(img: Any, canvas: tuple[int, int]) -> np.ndarray:
-    if isinstance(img, torch.Tensor):
+    torch = sys.modules.get("torch")  # a background source that returns tensors has imported it
+    if torch is not None and isinstance(img, torch.Tensor):
         img = img.detach().cpu().numpy().transpose(1, 2, 0)
     img = np.asarray(img)
     if img.shape != (canvas[0], canvas[1], 3):
@@ -291,11 +318,14 @@ def _as_hwc(img: Any, canvas: tuple[int, int]) -> np.ndarray:
 
 def _as_float(img: np.ndarray) -> np.ndarray:
     """A new float32 array of a background (or a window of one): uint8 scaled by 1/255, floats clamped to [0, 1]."""
-    out = np.empty(img.shape, np.float32)
     if img.dtype == np.uint8:
-        np.multiply(img, np.float32(1.0 / 255.0), out=out)
-    else:
-        np.clip(img, 0.0, 1.0, out=out)
+        # the same float32 products as np.multiply(img, 1/255) from a uint8 input, in half the
+        # time: NumPy's mixed-type loop casts through a small buffer
+        out = img.astype(np.float32)
+        np.multiply(out, np.float32(1.0 / 255.0), out=out)
+        return out
+    out = np.empty(img.shape, np.float32)
+    np.clip(img, 0.0, 1.0, out=out)
     return out
 
 
@@ -322,31 +352,34 @@ def apply_scene(params: SceneParams, instances: InstanceSource, backgrounds: Bac
         rgba = rgba_of(instances, obj.instance)
         support = instance_support(instances, obj.instance)
         pasted.append((obj,) + paste_object(img, None, None, obj, matrix=mats[len(arts) + k], color_map=cmaps[k], rgba=rgba, support=support, clamp=False))
-    # visibility: walk from the top of the z-order down, removing what is covered
+    # visibility: walk from the top of the z-order down, removing what is covered; only the
+    # objects' windows are touched (full-canvas masks cost ~0.3 ms each to clear and to encode)
     covered = np.zeros((H, W), dtype=bool)
     results: list[PastedObject] = []
     for obj, sl, hard, full_area in reversed(pasted):
-        vis = np.zeros((H, W), dtype=bool, order="F")
         in_canvas = visible = 0.0
         box = (0.0, 0.0, 0.0, 0.0)
+        v, offset = _EMPTY_MASK, (0, 0)
         if sl is not None:
             cs, ws = sl
             h = hard[ws]
             in_canvas = float(np.count_nonzero(h))
             cov = covered[cs]
             v = h & ~cov
-            vis[cs] = v
             cov |= h
+            offset = (cs[1].start, cs[0].start)
             visible = float(np.count_nonzero(v))
             if visible:
                 x0, y0, x1, y1 = _box(v)
-                box = (x0 + cs[1].start, y0 + cs[0].start, x1 + cs[1].start, y1 + cs[0].start)
+                box = (x0 + offset[0], y0 + offset[1], x1 + offset[0], y1 + offset[1])
         results.append(
             PastedObject(
                 category_id=obj.category_id,
                 instance=obj.instance,
                 distractor=obj.distractor,
-                mask=vis,
+                window_mask=v,
+                offset=offset,
+                canvas=(H, W),
                 box=box,
                 full_area=full_area,
                 in_canvas_area=in_canvas,
@@ -356,6 +389,9 @@ def apply_scene(params: SceneParams, instances: InstanceSource, backgrounds: Bac
     results.reverse()
     np.clip(img, 0.0, 1.0, out=img)  # the blends were not clamped one by one (see blend_into)
     return SceneResult(image=img, objects=results)
+
+
+_EMPTY_MASK = np.zeros((0, 0), dtype=bool)
 
 
 def _box(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -61,6 +61,7 @@ from synthloop.data.mnist import SPLIT_SIZES as MNIST_SPLIT_SIZES
 from synthloop.data.mnist import default_cache_dir, file_lock, load_mnist
 from synthloop.errors import InputError
 from synthloop.utils.atomic import atomic_write_bytes
+from synthloop.utils.progress import Progress, announce
 
 GENERATOR_VERSION = 1
 """Bumped whenever the generator's output changes; part of the cache key."""
@@ -286,7 +287,13 @@ def _split_seed(seed: int, split: str) -> int:
 
 
 def generate_split(
-    split: str, count: int, seed: int, *, backgrounds: BackgroundBank | None = None, cache_dir: str | Path | None = None
+    split: str,
+    count: int,
+    seed: int,
+    *,
+    backgrounds: BackgroundBank | None = None,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
 ) -> list[tuple[np.ndarray, ImageEntry]]:
     """Generate ``count`` images of ``split`` in memory: ``[(uint8 (128, 128, 3) image, ImageEntry)]``.
 
@@ -294,7 +301,8 @@ def generate_split(
     ``{"seed", "scene", "digits"}`` and each annotation (``bbox`` and ``mask`` of the visible
     digit pixels) carries its digit's record. Deterministic in ``(split, seed)``: image ``i`` has
     its own seed derived from ``(seed, split, i)`` and the digit pool's order depends on
-    ``(seed, split)`` only, so a shorter run is a prefix of a longer one.
+    ``(seed, split)`` only, so a shorter run is a prefix of a longer one. ``progress`` gets
+    ``("digit scenes: <split>", images done, count)`` after every image.
     """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}", field="split")
@@ -313,6 +321,9 @@ def generate_split(
     pool = torch.randperm(digits.shape[0], generator=g).tolist()
     out = []
     cursor = 0
+    task = f"digit scenes: {split}"
+    if progress is not None and count:  # (task, 0, 0) would be a message
+        progress(task, 0, count)
     for i in range(count):
         image_seed = _split_seed(seed, f"{split}/{i}")
         g_image = torch.Generator().manual_seed(image_seed)
@@ -331,6 +342,8 @@ def generate_split(
             attributes={"seed": image_seed, **record},
         )
         out.append((result.to_uint8(), entry))
+        if progress is not None:
+            progress(task, i + 1, count)
     return out
 
 
@@ -373,7 +386,9 @@ def cache_folder(seed: int = 0, sizes: Mapping[str, int] | None = None, cache_di
     return base / "digit_scenes" / key
 
 
-def digit_scenes(seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache_dir: str | Path | None = None) -> DigitScenes:
+def digit_scenes(
+    seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache_dir: str | Path | None = None, progress: Progress | None = None
+) -> DigitScenes:
     """The digits-in-scenes benchmark for ``seed``, generated on first use and cached.
 
     Args:
@@ -381,6 +396,9 @@ def digit_scenes(seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache
         sizes: images per split (default :data:`DEFAULT_SIZES`: 2,000 / 500 / 1,000).
         cache_dir: cache root (default ``$SYNTHLOOP_CACHE`` or ``~/.cache/synthloop``); MNIST is
             read from (and if needed fetched into) the same root.
+        progress: when the data set has to be built, it first gets a message naming the folder
+            (:func:`~synthloop.utils.progress.announce`), then every split's progress per image
+            (see :func:`generate_split`); nothing when the cache is already there.
 
     Returns:
         :class:`DigitScenes` with the path of each split's ``annotations.json``.
@@ -394,10 +412,12 @@ def digit_scenes(seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache
     with file_lock(root.parent / f".{root.name}.lock"):
         if all(p.is_file() for p in paths[1:]):  # made by another process while we waited
             return paths
+        total = sum(n.values())
+        announce(progress, f"building the digits-in-scenes data set ({total} images, first use only; minutes on a small CPU) in {root}")
         bank = BackgroundBank("photos")
         with staged_dir(root) as stage:
             for split in SPLITS:
-                items = generate_split(split, n[split], seed, backgrounds=bank, cache_dir=cache_dir)
+                items = generate_split(split, n[split], seed, backgrounds=bank, cache_dir=cache_dir, progress=progress)
                 for image, entry in items:
                     atomic_write_bytes(stage / split / entry.file_name, encode_png(image))
                 info = {
@@ -411,8 +431,9 @@ def digit_scenes(seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache
     return paths
 
 
-def load_digit_scenes(seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache_dir: str | Path | None = None) -> dict[str, Dataset]:
-    """``{"train", "val", "test"} -> Dataset`` of :func:`digit_scenes` (generated on first use)."""
-    paths = digit_scenes(seed, sizes=sizes, cache_dir=cache_dir)
+def load_digit_scenes(
+    seed: int = 0, *, sizes: Mapping[str, int] | None = None, cache_dir: str | Path | None = None, progress: Progress | None = None
+) -> dict[str, Dataset]:
+    """``{"train", "val", "test"} -> Dataset`` of :func:`digit_scenes` (generated on first use, with ``progress``)."""
+    paths = digit_scenes(seed, sizes=sizes, cache_dir=cache_dir, progress=progress)
     return {s: paths.load(s) for s in SPLITS}
-

@@ -19,16 +19,21 @@ for bit from its params. Per-image dicts by ``kind``:
 
 Colours are [r, g, b] in [0, 1]. Built-in photos are the image files shipped inside the installed
 scikit-image (``skimage/data``) and scikit-learn (``sklearn/datasets/images``) packages, read with
-PIL straight from the package folders: nothing is downloaded.
+PIL straight from the package folders: nothing is downloaded. Each is named by its file stem
+(:data:`BUILTIN_PHOTO_NAMES`, e.g. ``coins``); ``BackgroundBank(..., exclude=[...])`` leaves named
+ones out of ``"photos"``. Some show objects a user may also paste (``coins`` shows coins,
+``chelsea`` a cat: :data:`PHOTO_SUBJECTS`), which would then appear unlabelled in the backgrounds;
+:func:`identical_builtin_photos` and :func:`photos_showing` find such photos for a foreground source.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import importlib.util
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,24 @@ _SKIMAGE_PHOTOS = (
 )  # fmt: skip
 _SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
 
+BUILTIN_PHOTO_NAMES: tuple[str, ...] = tuple(Path(f).stem for f in _SKIMAGE_PHOTOS + _SKLEARN_PHOTOS)
+"""Names of the built-in photos (file stems), whether installed or not."""
+
+PHOTO_SUBJECTS: dict[str, tuple[str, ...]] = {
+    "astronaut": ("person", "astronaut"),
+    "camera": ("person", "camera", "tripod"),
+    "chelsea": ("cat",),
+    "coffee": ("cup", "coffee", "mug"),
+    "coins": ("coin",),
+    "flower": ("flower",),
+    "moon": ("moon",),
+    "motorcycle_left": ("motorcycle", "motorbike"),
+    "rocket": ("rocket",),
+}
+"""Objects a built-in photo shows (singular, lower case): a foreground category of that name would
+appear unlabelled in the photo. Textures (brick, grass, gravel), the Hubble field and the
+landscape ``china`` are left out."""
+
 _SEED_HIGH = 2**53  # seeds stay exact even for JSON readers that parse numbers as doubles
 
 
@@ -75,6 +98,79 @@ def builtin_photos() -> dict[str, Path]:
             path = root / sub / fname
             if path.is_file():
                 found[Path(fname).stem] = path
+    return found
+
+
+def check_photo_names(names: Iterable[str], field: str = "exclude") -> tuple[str, ...]:
+    """``names`` as a tuple once each is a built-in photo name; else :class:`InputError` listing the valid ones."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in BUILTIN_PHOTO_NAMES]
+    if unknown:
+        raise InputError(f"unknown built-in photo {unknown[0]!r}; valid names: {', '.join(BUILTIN_PHOTO_NAMES)}", field=field)
+    return names
+
+
+def _pixel_digest(path: Path) -> str | None:
+    """SHA-256 of the decoded RGB pixels (with the shape) of ``path``; ``None`` when unreadable."""
+    try:
+        arr = load_image(path, mode="RGB")
+    except InputError:
+        return None
+    return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
+
+
+def identical_builtin_photos(images: Iterable[Path | tuple[Path, tuple[int, int]]], names: Iterable[str] | None = None) -> dict[str, Path]:
+    """``{photo name: image}`` for the built-in photos (``names``, default every installed one)
+    whose decoded RGB pixels equal those of one of ``images``.
+
+    ``images`` are paths, or ``(path, (width, height))`` when the size is known (e.g. from a COCO
+    file), so that only images of a photo's size are opened and decoded; the pixels are compared
+    by SHA-256 (a JPEG re-encode of a photo is not identical and is not found). Unreadable and
+    missing files are skipped: their own reader reports them.
+    """
+    photos = builtin_photos()
+    wanted = [n for n in (photos if names is None else names) if n in photos]
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for n in wanted:
+        by_size.setdefault(image_size(photos[n]), []).append(n)
+    digests: dict[str, str | None] = {}
+    found: dict[str, Path] = {}
+    for item in images:
+        path, size = (item, None) if isinstance(item, (str, Path)) else item
+        path = Path(path)
+        if size is None:
+            try:
+                size = image_size(path)
+            except InputError:
+                continue
+        candidates = [n for n in by_size.get(tuple(size), []) if n not in found]
+        if not candidates:
+            continue
+        digest = _pixel_digest(path)
+        for n in candidates:
+            if n not in digests:
+                digests[n] = _pixel_digest(photos[n])
+            if digest is not None and digest == digests[n]:
+                found[n] = path
+    return found
+
+
+def _singular(word: str) -> str:
+    word = word.strip().lower()
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def photos_showing(categories: Iterable[str], names: Iterable[str] | None = None) -> dict[str, str]:
+    """``{photo name: category}`` for the built-in photos (``names``, default all) that show an
+    object named like one of ``categories`` (:data:`PHOTO_SUBJECTS`; plural and case ignored, a
+    category matches when one of its words does: ``"euro coins"`` matches ``coins``)."""
+    words = {c: {_singular(w) for w in c.replace("_", " ").replace("-", " ").split()} for c in categories}
+    found: dict[str, str] = {}
+    for n in BUILTIN_PHOTO_NAMES if names is None else names:
+        subjects = set(PHOTO_SUBJECTS.get(n, ()))
+        hit = next((c for c, ws in words.items() if ws & subjects), None)
+        if hit is not None:
+            found[n] = hit
     return found
 
 
@@ -128,9 +224,7 @@ def linear_gradient(color_a: torch.Tensor, color_b: torch.Tensor, angle: torch.T
     return _mix(color_a, color_b, t)
 
 
-def radial_gradient(
-    color_a: torch.Tensor, color_b: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, size: int | Sequence[int]
-) -> torch.Tensor:
+def radial_gradient(color_a: torch.Tensor, color_b: torch.Tensor, center: torch.Tensor, radius: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Radial ramp: ``color_a`` at ``center`` (``Tensor[B, 2]``, x/y as fractions of W/H) to
     ``color_b`` at distance ``radius`` (``Tensor[B]``, fraction of the diagonal) and beyond.
     Returns ``Tensor[B, 3, H, W]``."""
@@ -282,7 +376,7 @@ class BackgroundParams:
     def kinds(self) -> list[str]:
         return [s["kind"] for s in self.samples]
 
-    def select(self, indices: Sequence[int] | slice) -> "BackgroundParams":
+    def select(self, indices: Sequence[int] | slice) -> BackgroundParams:
         """The params of a subset of the images (rendering it gives the same pixels as slicing)."""
         picked = self.samples[indices] if isinstance(indices, slice) else tuple(self.samples[i] for i in indices)
         return BackgroundParams(self.size, tuple(picked))
@@ -291,7 +385,7 @@ class BackgroundParams:
         return {"size": list(self.size), "samples": [dict(s) for s in self.samples]}
 
     @classmethod
-    def from_dict(cls, data: Any, *, file: str | None = None) -> "BackgroundParams":
+    def from_dict(cls, data: Any, *, file: str | None = None) -> BackgroundParams:
         """Inverse of :meth:`to_dict`, validating every field; ``file`` names the source in errors."""
         if not isinstance(data, dict):
             raise InputError("expected a mapping with 'size' and 'samples'", file=file)
@@ -333,12 +427,14 @@ class BackgroundBank:
         scale: range of the crop area as a fraction of the photo's area.
         aspect: range of the crop's aspect ratio relative to the requested output aspect
             (drawn log-uniformly), so photos are stretched at most this much.
+        exclude: built-in photo names (:data:`BUILTIN_PHOTO_NAMES`) that ``"photos"`` leaves out.
 
     Folder images are checked (header only) when the bank is built; each photo is decoded on first
     use and kept in memory as ``uint8``. Pixels are used as stored (EXIF orientation is ignored).
 
     Raises:
-        InputError: an unknown source, a missing or empty folder, or an unreadable image.
+        InputError: an unknown source, a missing or empty folder, an unreadable image, an unknown
+            name in ``exclude``, or ``"photos"`` with every installed photo excluded.
         DataUnavailableError: ``"photos"`` when no bundled photo is installed.
     """
 
@@ -349,7 +445,9 @@ class BackgroundBank:
         weights: Sequence[float] | None = None,
         scale: tuple[float, float] = (0.1, 1.0),
         aspect: tuple[float, float] = (3 / 4, 4 / 3),
+        exclude: Sequence[str] = (),
     ):
+        self.exclude = check_photo_names(exclude)
         if isinstance(sources, (str, Path)):
             sources = [sources]
         if not sources:
@@ -380,9 +478,12 @@ class BackgroundBank:
         if isinstance(source, str) and source == "photos":
             if not self._builtin:
                 raise DataUnavailableError("no bundled photos found in the installed scikit-image / scikit-learn packages")
-            for name, path in self._builtin.items():
+            kept = {name: path for name, path in self._builtin.items() if name not in self.exclude}
+            if not kept:
+                raise InputError(f"every installed built-in photo is excluded ({', '.join(self._builtin)})", field="exclude")
+            for name, path in kept.items():
                 self._register(name, path)
-            return _Source(source, photos=tuple(self._builtin))
+            return _Source(source, photos=tuple(kept))
         path = Path(source).expanduser()
         if path.is_file():
             files = [path]

@@ -3,8 +3,11 @@
 Decoding goes through PIL because it reports truncated files (OpenCV's decoders quietly return a
 partly grey image) and exposes the image size from the header before any pixel is decoded, which
 is what a decompression-bomb guard needs. Pixels are returned as stored: EXIF orientation is not
-applied, matching how COCO-style annotations are defined. Encoding uses OpenCV, which measured
-faster than PIL (640x480 RGB: JPEG q90 0.7 ms vs 0.8 ms, PNG 9 ms vs 120 ms at PIL's default level).
+applied, matching how COCO-style annotations are defined. PNG encoding uses OpenCV, which measured
+faster than PIL (640x480 RGB: 9 ms vs 120 ms at PIL's default level). JPEG encoding uses simplejpeg
+(libjpeg-turbo, 4:2:0 chroma like OpenCV's and PIL's defaults, RGB in without a BGR copy): 640x480
+q90 photo, best of 9 on a loaded 2-core box, 3.5 ms vs 4.4 ms for cv2.imencode and 6.2 ms for
+PIL, same size and PSNR within 0.1 dB.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from synthloop.errors import InputError
@@ -158,10 +162,10 @@ def encode_jpeg(rgb_uint8: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of a ``uint8 (H, W, 3)`` RGB or ``(H, W)`` grey image."""
     if rgb_uint8.dtype != np.uint8 or not (rgb_uint8.ndim == 2 or (rgb_uint8.ndim == 3 and rgb_uint8.shape[2] == 3)):
         raise ValueError(f"encode_jpeg needs uint8 (H, W, 3) or (H, W), got {rgb_uint8.dtype} {rgb_uint8.shape}")
-    ok, buf = cv2.imencode(".jpg", _to_bgr(rgb_uint8), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    arr = np.ascontiguousarray(rgb_uint8)
+    if arr.ndim == 2:
+        return simplejpeg.encode_jpeg(arr[..., None], quality=int(quality), colorspace="GRAY")
+    return simplejpeg.encode_jpeg(arr, quality=int(quality), colorspace="RGB", colorsubsampling="420")
 
 
 def encode_png(arr: np.ndarray) -> bytes:

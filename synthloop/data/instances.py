@@ -159,7 +159,9 @@ def _window(box: tuple[int, int, int, int], cfg: InstanceBankConfig) -> tuple[in
     return nx0, ny0, nx0 + size, ny0 + size
 
 
-def _cut(img: np.ndarray, alpha_full_crop: np.ndarray, box: tuple[int, int, int, int], cfg: InstanceBankConfig) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def _cut(
+    img: np.ndarray, alpha_full_crop: np.ndarray, box: tuple[int, int, int, int], cfg: InstanceBankConfig
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Cut ``img`` around ``box``; ``alpha_full_crop`` is the alpha of exactly ``box``."""
     wx0, wy0, wx1, wy1 = _window(box, cfg)
     rgb = _crop(img, wx0, wy0, wx1, wy1)
@@ -281,17 +283,27 @@ class InstanceBank:
                     continue
                 sid = f"coco:{ann.id}" if ann.id is not None else f"coco:image{entry.id}/{j}"
                 if ann.category_id not in names:
-                    raise InputError(f"category_id {ann.category_id} is not the id of any category", file=source, field=f"images[{i}].annotations[{j}].category_id")
+                    raise InputError(
+                        f"category_id {ann.category_id} is not the id of any category", file=source, field=f"images[{i}].annotations[{j}].category_id"
+                    )
                 picked = cls._check(ann, sid, entry, cfg, report, source)
                 if picked is not None:
                     todo.append((ann, sid, *picked))
             if not todo:
                 continue
             path = dataset.image_path(entry)
-            img = load_image(path, mode="RGB", max_pixels=cfg.max_pixels)
+            # errors name the annotation file and the entry (images[i] is the i-th image of the JSON file)
+            if not path.is_file():
+                raise InputError(f"image file not found: {path}", file=source, field=f"images[{i}].file_name")
+            try:
+                img = load_image(path, mode="RGB", max_pixels=cfg.max_pixels)
+            except InputError as e:
+                raise InputError(f"{path}: {e.message}", file=source, field=f"images[{i}].file_name") from None
             if img.shape[:2] != (entry.height, entry.width):
                 raise InputError(
-                    f"image is {img.shape[1]}x{img.shape[0]} but its annotations are for {entry.width}x{entry.height}", file=path, field=f"images[{i}].width/height"
+                    f"the image file {path} is {img.shape[1]}x{img.shape[0]} but the entry says {entry.width}x{entry.height}",
+                    file=source,
+                    field=f"images[{i}].width",
                 )
             for ann, sid, rle, box in todo:
                 x0, y0, x1, y1 = box
@@ -345,7 +357,9 @@ class InstanceBank:
             return None, (x0, y0, x1, y1)
         if ann.mask_shape != (entry.height, entry.width):
             raise InputError(
-                f"mask is {ann.mask_shape} (H, W), the image is ({entry.height}, {entry.width})", file=source, field=f"image {entry.id} ({entry.file_name}) annotation {sid} mask"
+                f"mask is {ann.mask_shape} (H, W), the image is ({entry.height}, {entry.width})",
+                file=source,
+                field=f"image {entry.id} ({entry.file_name}) annotation {sid} mask",
             )
         rle = ann.rle
         area = float(mask_utils.area(rle))
@@ -364,7 +378,9 @@ class InstanceBank:
         return rle, (x, y, x + w, y + h)
 
     @classmethod
-    def from_rgba_folder(cls, root: str | Path, *, categories: list[Category] | None = None, config: InstanceBankConfig | None = None, **options: object) -> InstanceBank:
+    def from_rgba_folder(
+        cls, root: str | Path, *, categories: list[Category] | None = None, config: InstanceBankConfig | None = None, **options: object
+    ) -> InstanceBank:
         """Cut-outs from RGBA images ``root/<category>/*.png`` (any format with an alpha channel).
 
         ``categories`` fixes the ids of known names (others are numbered after them); by default
@@ -375,7 +391,9 @@ class InstanceBank:
         return cls._from_cutouts(root, _image_files(root), categories, cfg, "rgba", _load_rgba)
 
     @classmethod
-    def from_mask_pairs(cls, root: str | Path, *, categories: list[Category] | None = None, config: InstanceBankConfig | None = None, **options: object) -> InstanceBank:
+    def from_mask_pairs(
+        cls, root: str | Path, *, categories: list[Category] | None = None, config: InstanceBankConfig | None = None, **options: object
+    ) -> InstanceBank:
         """Cut-outs from image + mask pairs: ``foo.jpg`` with ``foo_mask.png`` or ``masks/foo.png`` beside it.
 
         Raises:
@@ -439,7 +457,16 @@ def _load_pair(f: Path, cfg: InstanceBankConfig) -> tuple[np.ndarray, np.ndarray
 
 
 def _folder_instance(
-    rgb: np.ndarray, alpha: np.ndarray, cat: Category, root: Path, sid: str, rel: str, image_id: int, size: tuple[int, int], offset: tuple[int, int], box: tuple[int, int, int, int]
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    cat: Category,
+    root: Path,
+    sid: str,
+    rel: str,
+    image_id: int,
+    size: tuple[int, int],
+    offset: tuple[int, int],
+    box: tuple[int, int, int, int],
 ) -> Instance:
     x0, y0, x1, y1 = box
     return Instance(
@@ -461,7 +488,11 @@ def _folder_instance(
 def _image_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError("folder not found", file=root)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not files:
         raise InputError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found", file=root)
     return files

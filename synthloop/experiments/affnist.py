@@ -136,6 +136,10 @@ class EfficiencyConfig(_ProtocolConfig):
     momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5")
     reference_epochs: int = Field(3, ge=1, description="epochs of the clean reference classifier (degenerate-sample check)")
     eval_batch_size: int = Field(2048, ge=1)
+    learned: dict[str, Any] = Field(
+        default_factory=dict,
+        description="loop options of the learned curve (e.g. a synthloop.experiments.affnist_methods.METHODS entry); empty = the paper's TERSE",
+    )
     loop: TerseClassificationConfig = _loop_field(
         lambda: TerseClassificationConfig(s_max_steps=50, s_min_steps=10),
         "the TERSE loop's S knobs (paper values in its descriptions); S batches per step: at most 50 (paper: until the "
@@ -144,12 +148,27 @@ class EfficiencyConfig(_ProtocolConfig):
     )
 
     @classmethod
-    def quick(cls, **overrides: Any) -> "EfficiencyConfig":
+    def quick(cls, **overrides: Any) -> EfficiencyConfig:
         """The demo's budget (a few minutes on 2 CPU cores): 20,000 training digits, a 2,000-digit
         test set, 10 steps of 500 (to 5K added samples)."""
         values: dict[str, Any] = dict(
             train_digits=20_000, test_digits=2_000, base_epochs=3, steps=10, finetune_epochs=2,
             finetune_real_per_epoch=5_000, reference_epochs=2, loop=TerseClassificationConfig(s_max_steps=50, s_min_steps=5),
+        )  # fmt: skip
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def cpu_budget(cls, **overrides: Any) -> EfficiencyConfig:
+        """The methods benchmark's CPU budget (issue 10: six methods x 3 seeds in well under an hour
+        on ONE core of a shared, loaded machine): 5,000 training digits, a 1,000-digit test set, 10
+        steps of 500 (to 5K added samples, the paper's headline point), baseline 6 epochs, 1 fine-tuning
+        epoch per step over 2,000 random MNIST digits plus at most 2,000 random added samples, S batches of 128 of which at
+        most 2 per step are updates (later batches only generate), at most 40 per step."""
+        values: dict[str, Any] = dict(
+            train_digits=5_000, test_digits=1_000, base_epochs=6, steps=10, step_size=500, finetune_epochs=1, finetune_real_per_epoch=2_000,
+            reference_epochs=2,
+            loop=TerseClassificationConfig(s_batch_size=128, s_max_steps=40, s_min_steps=2, s_train_steps=2, t_synthetic_per_epoch=2_000),
         )  # fmt: skip
         values.update(overrides)
         return cls(**values)
@@ -161,16 +180,15 @@ class EfficiencyConfig(_ProtocolConfig):
             "in-frame translation) applied with a fixed seed to the MNIST test digits, not the original affNIST files",
             "random curve: each step adds step_size/10 random training digits of each class under fresh recipe "
             "transforms (class-balanced like the TERSE cache) instead of 500 images of the affNIST training set",
-            "S's translation is a position inside each digit's in-frame interval (as the recipe draws it), so S "
-            "cannot push a digit off the canvas",
+            "S's translation is a position inside each digit's in-frame interval (as the recipe draws it), so S cannot push a digit off the canvas",
             f"baseline trained {self.base_epochs} epochs on padded MNIST (the paper does not say how long)",
         ]
         if self.finetune_epochs != 30:
             out.append(f"T fine-tuned {self.finetune_epochs} epoch(s) per step (paper: 30)")
         if self.finetune_real_per_epoch is not None:
+            added = "every added sample" if self.loop.t_synthetic_per_epoch is None else f"at most {self.loop.t_synthetic_per_epoch} added samples"
             out.append(
-                f"each fine-tuning epoch draws {self.finetune_real_per_epoch} random MNIST digits plus every added sample "
-                "(paper: all of MNIST)"
+                f"each fine-tuning epoch draws {self.finetune_real_per_epoch} random MNIST digits plus {added} (paper: all of MNIST, every added sample)"
             )
         if self.loop.s_min_steps > 1:
             out.append(
@@ -179,6 +197,14 @@ class EfficiencyConfig(_ProtocolConfig):
                 "trains S about 10 batches"
             )
         out.append(f"S trains at most {self.loop.s_max_steps} batches per step (paper: until the cache is full)")
+        if self.loop.s_train_steps is not None:
+            out.append(f"S updates only in the first {self.loop.s_train_steps} batches of a step; later batches only generate (paper: every batch)")
+        if self.loop.t_synthetic_per_epoch is not None:
+            out.append(f"each fine-tuning epoch draws at most {self.loop.t_synthetic_per_epoch} of the added samples (paper: all)")
+        if self.loop.s_batch_size != 1024:
+            out.append(f"S batches of {self.loop.s_batch_size} (paper: 1024)")
+        if self.learned:
+            out.append(f"the learned curve uses the loop options {self.learned} (not the paper's objective / source)")
         if self.train_digits is not None:
             out.append(f"{self.train_digits} of the 50,000 MNIST training digits")
         if self.test_digits is not None:
@@ -191,14 +217,27 @@ class EfficiencyConfig(_ProtocolConfig):
             raise ValueError(f"step_size must be a multiple of the 10 classes, got {self.step_size}")
         return self.loop.model_copy(
             update=dict(
-                seed=self.seed, cycles=steps, source=source, hard_per_class=self.step_size // 10, t_epochs=self.finetune_epochs,
-                t_batch_size=self.batch_size, lr_t=self.lr, t_momentum=self.momentum, t_real_per_epoch=self.finetune_real_per_epoch,
+                seed=self.seed,
+                cycles=steps,
+                source=source,
+                hard_per_class=self.step_size // 10,
+                t_epochs=self.finetune_epochs,
+                t_batch_size=self.batch_size,
+                lr_t=self.lr,
+                t_momentum=self.momentum,
+                t_real_per_epoch=self.finetune_real_per_epoch,
                 eval_batch_size=self.eval_batch_size,
             )  # fmt: skip
         )
 
 
-PAPER_EFFICIENCY = {"mnist_only_acc": 0.17, "terse_acc_at_5k": 0.80, "random_acc_at_5k": 0.40, "terse_samples_to_match_random_25k": 12_000, "random_acc_at_25k": 0.90}
+PAPER_EFFICIENCY = {
+    "mnist_only_acc": 0.17,
+    "terse_acc_at_5k": 0.80,
+    "random_acc_at_5k": 0.40,
+    "terse_samples_to_match_random_25k": 12_000,
+    "random_acc_at_25k": 0.90,
+}
 
 
 @dataclass
@@ -295,6 +334,67 @@ def train_baseline(
     return model.eval()
 
 
+@dataclass
+class EfficiencySetup:
+    """What every Fig. 7 curve of one seed shares: the data (on the device), the MNIST-only
+    baseline ``base`` (trained on clean padded MNIST), the reference classifier (padded MNIST plus
+    one random recipe copy of each digit) and the AffNIST-style test set."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    affnist_test: torch.Tensor
+    clean_test: torch.Tensor
+    test_y: torch.Tensor
+    base: nn.Module
+    reference: nn.Module
+    mnist_only_acc: float
+    mnist_only_clean_acc: float
+    reference_acc: float
+    eval_batch_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def test_acc(self, model: nn.Module) -> float:
+        return accuracy(model, self.affnist_test, self.test_y, num_classes=10, batch_size=self.eval_batch_size)
+
+
+def prepare_efficiency(
+    cfg: EfficiencyConfig, device: torch.device | str = "cpu", *, progress: Progress | None = None, log: Callable[[str], None] | None = None
+) -> EfficiencySetup:
+    """Load the data of ``cfg`` (its seed picks the subsets and the test draws) and train the
+    baseline and the reference classifier."""
+    device = torch.device(device)
+    say = log or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    train_x, train_y = load_mnist("train")
+    train_x, train_y = subset_digits(train_x, train_y, cfg.train_digits, cfg.seed, "train")
+    test_x, test_y = load_mnist("test")
+    test_x, test_y = subset_digits(test_x, test_y, cfg.test_digits, cfg.seed, "test")
+    train_x = mnist_padded(train_x).to(device)
+    train_y = train_y.to(device)
+    clean_test = mnist_padded(test_x).to(device)
+    test_y = test_y.to(device)
+    affnist_test = affnist_test_set(clean_test, cfg.seed)
+    timings["data_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    with scoped_rng(derive_seed(cfg.seed, "baseline", "init"), device):
+        base = MNISTClassifier().to(device)
+    train_baseline(
+        base, train_x, train_y, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=cfg.seed, progress=progress
+    )
+    timings["baseline_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    reference = train_reference_classifier(train_x, train_y, epochs=cfg.reference_epochs, seed=cfg.seed, device=device, progress=progress)
+    timings["reference_s"] = time.perf_counter() - t
+    setup = EfficiencySetup(train_x, train_y, affnist_test, clean_test, test_y, base, reference, 0.0, 0.0, 0.0, cfg.eval_batch_size, timings)
+    setup.mnist_only_acc = setup.test_acc(base)
+    setup.mnist_only_clean_acc = accuracy(base, clean_test, test_y, num_classes=10, batch_size=cfg.eval_batch_size)
+    setup.reference_acc = setup.test_acc(reference)
+    say(f"MNIST-only baseline: {setup.mnist_only_acc:.3f} on the AffNIST-style test set ({setup.mnist_only_clean_acc:.3f} on padded MNIST)")
+    say(f"reference classifier (readability check): {setup.reference_acc:.3f} on the AffNIST-style test set")
+    return setup
+
+
 def run_efficiency(
     config: EfficiencyConfig,
     *,
@@ -310,36 +410,11 @@ def run_efficiency(
     cfg = config
     device = torch.device(device)
     say = log or (lambda _msg: None)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    train_x, train_y = load_mnist("train")
-    train_x, train_y = subset_digits(train_x, train_y, cfg.train_digits, cfg.seed, "train")
-    test_x, test_y = load_mnist("test")
-    test_x, test_y = subset_digits(test_x, test_y, cfg.test_digits, cfg.seed, "test")
-    train_x = mnist_padded(train_x).to(device)
-    train_y = train_y.to(device)
-    clean_test = mnist_padded(test_x).to(device)
-    test_y = test_y.to(device)
-    affnist_test = affnist_test_set(clean_test, cfg.seed)
-    timings["data_s"] = time.perf_counter() - t0
-
-    def test_acc(model: nn.Module) -> float:
-        return accuracy(model, affnist_test, test_y, num_classes=10, batch_size=cfg.eval_batch_size)
-
-    t = time.perf_counter()
-    with scoped_rng(derive_seed(cfg.seed, "baseline", "init"), device):
-        base = MNISTClassifier().to(device)
-    train_baseline(base, train_x, train_y, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=cfg.seed, progress=progress)
-    mnist_only = test_acc(base)
-    mnist_only_clean = accuracy(base, clean_test, test_y, num_classes=10, batch_size=cfg.eval_batch_size)
-    timings["baseline_s"] = time.perf_counter() - t
-    say(f"MNIST-only baseline: {mnist_only:.3f} on the AffNIST-style test set ({mnist_only_clean:.3f} on padded MNIST)")
-
-    t = time.perf_counter()
-    reference = train_reference_classifier(train_x, train_y, epochs=cfg.reference_epochs, seed=cfg.seed, device=device, progress=progress)
-    reference_acc = test_acc(reference)
-    timings["reference_s"] = time.perf_counter() - t
-    say(f"reference classifier (degenerate-sample check): {reference_acc:.3f} on the AffNIST-style test set")
+    setup = prepare_efficiency(cfg, device, progress=progress, log=say)
+    timings, base, reference = dict(setup.timings), setup.base, setup.reference
+    train_x, train_y, mnist_only, reference_acc = setup.train_x, setup.train_y, setup.mnist_only_acc, setup.reference_acc
+    mnist_only_clean, test_acc = setup.mnist_only_clean_acc, setup.test_acc
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         return {"test_acc": test_acc(model)}
@@ -348,12 +423,16 @@ def run_efficiency(
     results: dict[str, tuple[Curve, TerseClassificationLoop]] = {}
     for source, steps in (("random", cfg.steps), ("terse", cfg.terse_steps or cfg.steps)):
         t = time.perf_counter()
+        loop_cfg = cfg.loop_config(source, steps)
+        if source == "terse" and cfg.learned:
+            loop_cfg = TerseClassificationConfig(**{**loop_cfg.model_dump(), **cfg.learned})
         loop = TerseClassificationLoop(
-            cfg.loop_config(source, steps),
+            loop_cfg,
             copy.deepcopy(base),
             train_x,
             train_y,
             reference=reference,
+            clean=base,
             device=device,
             run_dir=root / source if root is not None else None,
         )
@@ -425,8 +504,7 @@ class ErrorConfig(_ProtocolConfig):
         out = [
             "test error is measured on the AffNIST recipe (synthloop.data.affnist) applied with a fixed seed to the "
             "10,000 MNIST test digits, not on the original affNIST test files",
-            "the cycle with the lowest error on the AffNIST-style validation set (recipe on the 5,000 validation "
-            "digits) is reported",
+            "the cycle with the lowest error on the AffNIST-style validation set (recipe on the 5,000 validation digits) is reported",
             f"baseline trained {self.base_epochs} epochs on padded MNIST (the paper does not say how long)",
             f"{loop.cycles} TERSE cycles (the paper does not say how many)",
             f"S trains at most {loop.s_max_steps} batches per cycle (paper: until the cache is full)",
@@ -443,7 +521,9 @@ class ErrorConfig(_ProtocolConfig):
 
     def loop_config(self) -> TerseClassificationConfig:
         """``loop`` with the protocol's values filled in (:data:`ERROR_SETS`)."""
-        return self.loop.model_copy(update=dict(seed=self.seed, t_batch_size=self.batch_size, lr_t=self.lr, t_momentum=self.momentum, eval_batch_size=self.eval_batch_size))
+        return self.loop.model_copy(
+            update=dict(seed=self.seed, t_batch_size=self.batch_size, lr_t=self.lr, t_momentum=self.momentum, eval_batch_size=self.eval_batch_size)
+        )
 
 
 @dataclass
@@ -496,7 +576,9 @@ def run_error(
     t = time.perf_counter()
     with scoped_rng(derive_seed(cfg.seed, "baseline", "init"), device):
         model = MNISTClassifierDeep().to(device)
-    train_baseline(model, train_x, train_y, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=cfg.seed, progress=progress)
+    train_baseline(
+        model, train_x, train_y, epochs=cfg.base_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, seed=cfg.seed, progress=progress
+    )
     base = errors(model)
     timings["baseline_s"] = time.perf_counter() - t
     say(f"MNIST-only baseline: {base['test_error_pct']:.2f}% AffNIST-style test error, {base['mnist_test_error_pct']:.2f}% MNIST test error")

@@ -54,8 +54,15 @@ FULL: dict[str, Any] = {
     "loop_real": 1000,
     # SceneTerseConfig values shared by every method (the loop's own defaults for the rest)
     "loop": {
-        "cycles": 2, "s_steps": 40, "batch_size": 8, "lr_s": 1e-2, "hard_per_cycle": 300, "max_candidates_per_cycle": 900,
-        "t_epochs": 1, "t_batch_size": 8, "d_steps": 20,
+        "cycles": 2,
+        "s_steps": 40,
+        "batch_size": 8,
+        "lr_s": 1e-2,
+        "hard_per_cycle": 300,
+        "max_candidates_per_cycle": 900,
+        "t_epochs": 1,
+        "t_batch_size": 8,
+        "d_steps": 20,
     },  # fmt: skip
     # the ablations (Table 2 analogue) run at a smaller budget, with their own terse_d / terse_no_d references
     "ablation_loop": {"cycles": 1, "s_steps": 20, "hard_per_cycle": 150, "max_candidates_per_cycle": 450, "d_steps": 10},
@@ -68,8 +75,17 @@ QUICK: dict[str, Any] = {
     "baseline": {"epochs": 1, "batch_size": 8, "lr": 3e-3, "select_from_epoch": 1},
     "loop_real": 12,
     "loop": {
-        "cycles": 1, "s_steps": 1, "batch_size": 2, "hard_per_cycle": 4, "max_candidates_per_cycle": 8, "t_epochs": 1, "t_batch_size": 4,
-        "d_steps": 1, "s_channels": [8, 8, 8, 8], "s_branch_channels": 8, "s_input_size": 112,
+        "cycles": 1,
+        "s_steps": 1,
+        "batch_size": 2,
+        "hard_per_cycle": 4,
+        "max_candidates_per_cycle": 8,
+        "t_epochs": 1,
+        "t_batch_size": 4,
+        "d_steps": 1,
+        "s_channels": [8, 8, 8, 8],
+        "s_branch_channels": 8,
+        "s_input_size": 112,
     },  # fmt: skip
     "ablation_loop": {},
     "ablation_loop_real": 12,
@@ -143,6 +159,10 @@ class Data:
     """The real splits as datasets and tensors, the label map, the foreground and background banks."""
 
     def __init__(self, budget: Mapping[str, Any], seed: int, cache_dir: str | Path | None = None):
+        # budget["data_seed"] fixes the data (splits, real-train subset, bank) while ``seed`` varies
+        # the training (the multi-seed benchmark); without it the data follow ``seed``
+        seed = int(budget.get("data_seed", seed))
+        self.data_seed = seed
         splits = load_digit_scenes(seed, sizes=budget["sizes"], cache_dir=cache_dir)
         self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
         self.label_map = LabelMap.from_categories(self.train.categories)
@@ -190,7 +210,10 @@ def copy_target(target: DetectionTarget) -> DetectionTarget:
 def train_baseline(data: Data, budget: Mapping[str, Any], seed: int, run_dir: Path, log: Log) -> tuple[DetectionTarget, dict[str, Any]]:
     """Train (or load from ``run_dir/baseline.pt``) the baseline; pick the epoch with the best val AP."""
     b = budget["baseline"]
-    key = _key({"baseline": b, "sizes": data.sizes(), "seed": seed, "model": "SmallDetector-default"})
+    key_doc = {"baseline": b, "sizes": data.sizes(), "seed": seed, "model": "SmallDetector-default"}
+    if "data_seed" in budget:
+        key_doc["data_seed"] = int(budget["data_seed"])
+    key = _key(key_doc)
     path = run_dir / "baseline.pt"
     target = new_detector(data.label_map, seed)
     if path.is_file():
@@ -318,7 +341,14 @@ def real_only_control(data: Data, baseline: DetectionTarget, budget: Mapping[str
     t0 = time.perf_counter()
     for cycle in range(1, cfg.cycles + 1):
         train_detector(
-            target, data.loop_images, data.loop_targets, epochs=epochs, batch_size=cfg.t_batch_size, lr=cfg.lr_t, augment=cfg.t_augment, seed=derive_seed(cfg.seed, "T", cycle)
+            target,
+            data.loop_images,
+            data.loop_targets,
+            epochs=epochs,
+            batch_size=cfg.t_batch_size,
+            lr=cfg.lr_t,
+            augment=cfg.t_augment,
+            seed=derive_seed(cfg.seed, "T", cycle),
         )
     train_s = time.perf_counter() - t0
     ap = evaluate_detector(target, data.test, batch_size=budget["eval_batch_size"])
@@ -340,7 +370,11 @@ def baseline_confidence(baseline: DetectionTarget, scenes: Sequence[Any], batch_
 def histogram(conf: torch.Tensor, bins: int = HIST_BINS) -> dict[str, Any]:
     counts = torch.histc(conf.double(), bins=bins, min=0.0, max=1.0) if conf.numel() else torch.zeros(bins, dtype=torch.float64)
     total = max(int(conf.numel()), 1)
-    return {"bin_edges": [round(i / bins, 4) for i in range(bins + 1)], "counts": [int(c) for c in counts.tolist()], "fractions": [round(float(c) / total, 5) for c in counts.tolist()]}
+    return {
+        "bin_edges": [round(i / bins, 4) for i in range(bins + 1)],
+        "counts": [int(c) for c in counts.tolist()],
+        "fractions": [round(float(c) / total, 5) for c in counts.tolist()],
+    }
 
 
 def run_method(
@@ -441,10 +475,15 @@ def protocol(budget: Mapping[str, Any], data: Data, seed: int, threads: int, abl
             "backgrounds": "BackgroundBank(['photos']): the 14 built-in photographs, random crops",
         },
         "detector": "SmallDetector (torchvision FCOS, compact 4-stage backbone, 2-level FPN), 128x128, from scratch",
-        "baseline": {**budget["baseline"], "optimizer": "AdamW, weight decay 1e-4, one-cycle lr", "selection": "epoch with the best val AP50 + AP among the evaluated ones"},
+        "baseline": {
+            **budget["baseline"],
+            "optimizer": "AdamW, weight decay 1e-4, one-cycle lr",
+            "selection": "epoch with the best val AP50 + AP among the evaluated ones",
+        },
         "loop_real_images": f"{len(data.loop_indices)} of the {len(data.train_images)} training images (fixed seeded subset): T's real half and D's real images in the loop",
         "real_train": (
-            None if budget.get("real_train") is None
+            None
+            if budget.get("real_train") is None
             else f"low-data variant: baseline and every loop see only {len(data.train_images)} of the {data.train_total} real training images (fixed seeded subset, indices under protocol.real_train_indices); val/test unchanged"
         ),
         "real_train_indices": data.train_indices if budget.get("real_train") is not None else None,
@@ -557,7 +596,9 @@ def run_benchmark(
     return run
 
 
-def _run_ablations(run: BenchmarkRun, selected: Callable[[str, str], bool], baseline: DetectionTarget, budget: Mapping[str, Any], seed: int, run_dir: Path, log: Log) -> None:
+def _run_ablations(
+    run: BenchmarkRun, selected: Callable[[str, str], bool], baseline: DetectionTarget, budget: Mapping[str, Any], seed: int, run_dir: Path, log: Log
+) -> None:
     data, methods = run.data, run.methods
     same_schedule = run.same_schedule_used = not budget["ablation_loop"] and data.ablation_indices == data.loop_indices
     if same_schedule and "terse_d" in methods:

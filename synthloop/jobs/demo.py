@@ -9,6 +9,8 @@ samples of every step and a table of the numbers. Quick mode takes a few minutes
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +18,29 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichBars
 from rich.table import Table as RichTable
 
 from synthloop.experiments.affnist import EfficiencyConfig, EfficiencyResult, export_target, run_efficiency
+from synthloop.experiments.affnist_methods import METHODS
 from synthloop.jobs import run_folder
 from synthloop.report.html import Block, Figure, Heading, Table, Text, write_html
 from synthloop.report.plots import accuracy_curves_png, hardness_histogram_png, sample_grid_png
 from synthloop.utils.atomic import atomic_write_json
+from synthloop.utils.progress import Progress, announce
+
+DEMO_METHOD = "terse_paper"
+"""The learned method the demo's "TERSE" curve runs (synthloop.experiments.affnist_methods.METHODS): the
+best learned method of benchmarks/results/affnist_methods.json (CPU budget; after seed 0 terse_paper and
+terse_anchor tie at 4,500 samples to match random@5K, terse_paper ahead on the mean curve)."""
 
 
 class RichProgress:
     """A ``progress(task, done, total)`` callback drawing one rich bar per task; a finished task's
     bar is hidden so the display stays short."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: RichBars):
         self.progress = progress
         self._tasks: dict[str, TaskID] = {}
 
@@ -87,6 +97,7 @@ def report_blocks(result: EfficiencyResult) -> list[Block]:
             "same seeds and fine-tuning schedule. Accuracy is measured on an AffNIST-style test set (the recipe "
             "applied with a fixed seed to MNIST test digits). Accuracies are fractions."
         ),
+        Text(f"The learned curve runs the method {cfg.learned or 'terse_paper'} (loop options; see synthloop.experiments.affnist_methods)."),
         Heading("Numbers"),
         Table(["quantity", "this run", "paper"], [list(r) for r in summary_rows(result)], float_format="{:.3f}"),
         Heading("Accuracy vs. added samples (TERSE Fig. 7)"),
@@ -94,14 +105,28 @@ def report_blocks(result: EfficiencyResult) -> list[Block]:
     markers = {}
     if result.terse_samples_to_match is not None:
         markers["TERSE reaches random"] = (result.terse_samples_to_match, result.random_reference_acc)
-    blocks.append(Figure(accuracy_curves_png({"random": result.random, "terse": result.terse}, reference_level=result.mnist_only_acc, markers=markers), "Test accuracy after each step; dashed: MNIST only."))
+    blocks.append(
+        Figure(
+            accuracy_curves_png({"random": result.random, "terse": result.terse}, reference_level=result.mnist_only_acc, markers=markers),
+            "Test accuracy after each step; dashed: MNIST only.",
+        )
+    )
     blocks.append(Heading("Hardness of the added samples (TERSE Fig. 8 analogue)"))
-    blocks.append(Figure(hardness_histogram_png(result.hardness, title="Hardness 1 - p(true class) under the MNIST-only baseline"), "Fraction of each set's samples per hardness bin."))
+    blocks.append(
+        Figure(
+            hardness_histogram_png(result.hardness, title="Hardness 1 - p(true class) under the MNIST-only baseline"),
+            "Fraction of each set's samples per hardness bin.",
+        )
+    )
     rows = []
     for t, r in zip(result.terse_history, result.random_history):
         rows.append([t["cycle"], t["synthetic_total"], r["test_acc"], t["test_acc"], t["s_steps"], t.get("s_first_hard_frac"), t.get("unrecognised_frac")])
     blocks.append(Heading("Per step"))
-    blocks.append(Table(["step", "added", "random acc", "TERSE acc", "S batches", "hard fraction of S's first batch", "unrecognised (TERSE)"], rows, float_format="{:.3f}"))
+    blocks.append(
+        Table(
+            ["step", "added", "random acc", "TERSE acc", "S batches", "hard fraction of S's first batch", "unrecognised (TERSE)"], rows, float_format="{:.3f}"
+        )
+    )
     blocks.append(Heading("Synthesized samples per step (TERSE Fig. 4 analogue)"))
     blocks.append(Text("One row per class; each grid holds the first ten hard examples of each class that S produced in that step."))
     for k, cache in enumerate(result.terse_caches, start=1):
@@ -129,6 +154,7 @@ def run_terse_demo(
     device: torch.device | str = "cpu",
     config: EfficiencyConfig | None = None,
     console: Console | None = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Run the AffNIST efficiency experiment (``quick``: :meth:`EfficiencyConfig.quick`, else the
     full budget, or ``config``) and write ``<out_dir>/report.html``, ``summary.json``, the step
@@ -136,21 +162,34 @@ def run_terse_demo(
     Prints progress bars, the table of numbers and the report's path to ``console``.
 
     Runs already finished in ``<out_dir>/runs`` with the same configuration are reused; one with a
-    different configuration is an :class:`~synthloop.errors.InputError` (choose another folder)."""
+    different configuration is an :class:`~synthloop.errors.InputError` (choose another folder).
+
+    ``progress`` (e.g. the command line's display) replaces the transient bars drawn on ``console``;
+    the experiment's log lines then go to it as messages."""
     out = Path(out_dir)
     console = console or Console()
-    cfg = config or (EfficiencyConfig.quick() if quick else EfficiencyConfig())
+    cfg = config or (EfficiencyConfig.quick(learned=METHODS[DEMO_METHOD]) if quick else EfficiencyConfig(learned=METHODS[DEMO_METHOD]))
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with run_folder.lock(out):
-        with Progress(*columns, console=console, transient=True) as bars:
-            result = run_efficiency(
-                cfg, device=device, run_dir=out / "runs", resume=True, progress=RichProgress(bars), log=lambda m: console.print(m, highlight=False)
-            )
+        with contextlib.ExitStack() as stack:
+            if progress is None:
+                bars = stack.enter_context(RichBars(*columns, console=console, transient=True))
+                progress, log = RichProgress(bars), lambda m: console.print(m, highlight=False)
+            else:
+                log = functools.partial(announce, progress)
+            result = run_efficiency(cfg, device=device, run_dir=out / "runs", resume=True, progress=progress, log=log)
         export_target(result.terse_model, out / "target.pt2", experiment="terse-demo")
-        report = write_html(out / "report.html", "TERSE on AffNIST-style digits", report_blocks(result), subtitle=f"{'quick' if quick and config is None else 'custom' if config else 'full'} run, {time.perf_counter() - start:.0f} s on {device}")
+        report = write_html(
+            out / "report.html",
+            "TERSE on AffNIST-style digits",
+            report_blocks(result),
+            subtitle=f"{'quick' if quick and config is None else 'custom' if config else 'full'} run, {time.perf_counter() - start:.0f} s on {device}",
+        )
         summary = result.summary()
-        atomic_write_json(out / "summary.json", {**summary, "random": result.random, "terse": result.terse, "config": cfg.to_dict(), "deviations": cfg.deviations()})
+        atomic_write_json(
+            out / "summary.json", {**summary, "random": result.random, "terse": result.terse, "config": cfg.to_dict(), "deviations": cfg.deviations()}
+        )
         table = RichTable(title="TERSE vs random (AffNIST-style test accuracy)")
         for name in ("quantity", "this run", "paper"):
             table.add_column(name, justify="left" if name == "quantity" else "right")

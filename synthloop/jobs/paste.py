@@ -91,6 +91,36 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
+def window_rle(window: np.ndarray, offset: tuple[int, int], canvas: tuple[int, int]) -> dict[str, Any]:
+    """COCO RLE of a canvas-sized mask that is ``window`` ``(h, w)`` bool at ``offset`` (x0, y0)
+    and empty elsewhere: the same string as :func:`_rle` of the full mask (tested), from run
+    lengths counted over the window's columns only. Encoding a 640x480 mask costs ~0.4 ms,
+    most of it scanning empty canvas; the runs outside the window are known (zeros)."""
+    H, W = int(canvas[0]), int(canvas[1])
+    h, w = window.shape
+    x0, y0 = int(offset[0]), int(offset[1])
+    if h == 0 or w == 0 or not window.any():
+        counts = [H * W]
+    else:
+        cols = np.zeros((H, w), dtype=np.int8, order="F")  # the window's columns, full height
+        cols[y0 : y0 + h] = window
+        seq = cols.ravel(order="F")
+        edges = np.flatnonzero(seq[1:] != seq[:-1]) + 1
+        runs = np.diff(np.concatenate(([0], edges, [seq.size]))).tolist()
+        if seq[0]:  # COCO counts start with a run of zeros
+            runs.insert(0, 0)
+        runs[0] += x0 * H
+        tail = (W - x0 - w) * H
+        if tail:
+            if seq[-1]:
+                runs.append(tail)
+            else:
+                runs[-1] += tail
+        counts = runs
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [H, W]}, H, W)
+    return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+
+
 def _r(x: float) -> float:
     return round(float(x), 6)
 
@@ -117,8 +147,13 @@ def render_record(cfg: PasteConfig, assets: Assets, index: int, out_dir: Path) -
                 {
                     "category_id": int(obj.category_id),
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "segmentation": _rle(obj.mask),
-                    "attributes": {"visibility": _r(obj.visibility), "truncation": _r(obj.truncation), "occlusion": _r(obj.occlusion), "instance": int(obj.instance)},
+                    "segmentation": window_rle(obj.window_mask, obj.offset, params.canvas),
+                    "attributes": {
+                        "visibility": _r(obj.visibility),
+                        "truncation": _r(obj.truncation),
+                        "occlusion": _r(obj.occlusion),
+                        "instance": int(obj.instance),
+                    },
                 }
             )
         H, W = params.canvas
@@ -191,6 +226,7 @@ class _Worker:
     out_dir: Path
     assets: Assets
     shard: ShardWriter
+    cfg_data: dict[str, Any] | None = None
 
     def run(self, indices: list[int]) -> int:
         n = 0
@@ -227,13 +263,25 @@ def _start_worker(cfg: PasteConfig, out_dir: Path) -> _Worker:
     return _Worker(cfg, out_dir, assets, shard)
 
 
-def _pool_run(cfg_data: dict[str, Any], out_dir: str, indices: list[int]) -> int:
-    """A worker process's task. Assets are decoded on the first task (not in a pool initializer,
-    so that a bad asset is an exception in the parent rather than a broken pool)."""
+def run_indices(cfg_data: dict[str, Any], out_dir: str, indices: list[int]) -> int:
+    """The worker entry point (process pools here, Ray tasks elsewhere): render scenes ``indices``
+    of the job ``cfg_data`` (:func:`~synthloop.jobs.paste_config.resolved_dict` of its config)
+    into ``out_dir``: each image written atomically, then one record per scene appended to this
+    process's shard in ``out_dir/.work/``. Idempotent: the same inputs write the same bytes, so a
+    scene rendered twice (a retried task) is harmless (:func:`read_shards` keeps one record).
+    :func:`finalize` assembles the annotations once every scene has a record. Returns the
+    number of images written. Assets are decoded on the first call in a process (not in a pool
+    initializer, so that a bad asset is an exception in the caller rather than a broken pool)."""
     global _WORKER
-    if _WORKER is None:
+    if _WORKER is None or _WORKER.out_dir != Path(out_dir) or _WORKER.cfg_data != cfg_data:
+        if _WORKER is not None:  # a process reused for another job (a Ray worker)
+            _WORKER.shard.close()
         _WORKER = _start_worker(PasteConfig.model_validate(cfg_data), Path(out_dir))
+        _WORKER.cfg_data = cfg_data
     return _WORKER.run(indices)
+
+
+_pool_run = run_indices  # the name before issue 14
 
 
 def _mp_context():
@@ -263,6 +311,11 @@ class PasteSummary:
         return self.rendered / self.seconds if self.seconds > 0 else 0.0
 
 
+Runner = Callable[[PasteConfig, Path, list[int], int, int, Callable[[int, int], None] | None], int]
+"""``runner(cfg, out_dir, todo, images_done, images_total, progress) -> images_done``: renders the
+scenes ``todo`` into ``out_dir`` (images + shard lines in ``.work/``), see :func:`run_paste`."""
+
+
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for k in range(0, len(items), size):
         yield items[k : k + size]
@@ -277,6 +330,8 @@ def run_paste(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     argv: list[str] | None = None,
+    runner: Runner | None = None,
+    record: dict[str, Any] | None = None,
 ) -> PasteSummary:
     """Run (or resume) a paste job into ``out_dir``.
 
@@ -288,6 +343,10 @@ def run_paste(
         overwrite: replace the outputs of a previous job in a non-empty ``out_dir``.
         progress: called as ``progress(images_done, images_total)`` while images are written.
         argv: the command line, recorded in ``run.json``.
+        runner: renders the scenes left to do instead of the local workers (another backend:
+            :mod:`synthloop.jobs.paste_ray`, :mod:`synthloop.jobs.paste_torch`); called as
+            ``runner(cfg, out_dir, todo, images_done, images_total, progress)``, returns the images done.
+        record: more fields for ``run.json`` (``backend`` is ``"local"`` unless given).
     Raises:
         InputError: a non-empty ``out_dir`` without ``resume``/``overwrite``, a config that differs
             from the stored one on resume, or bad assets.
@@ -299,7 +358,9 @@ def run_paste(
     H, W = cfg.scene.canvas
     check_fits(canvas_bytes(H, W, workers), what=f"a {H}x{W} canvas in each of {workers} worker(s)", field="scene.canvas")
     with run_folder.lock(out_dir):
-        previous = run_folder.prepare(out_dir, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), overwrite=overwrite, outputs=OUTPUTS, resume_empty=True)
+        previous = run_folder.prepare(
+            out_dir, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), overwrite=overwrite, outputs=OUTPUTS, resume_empty=True
+        )
         per_scene = images_per_scene(cfg)
         total = cfg.num_images * per_scene
         work = out_dir / WORK_DIR
@@ -313,7 +374,7 @@ def run_paste(
             (out_dir / IMAGES_DIR).mkdir(exist_ok=True)
             remove_stray_temps(out_dir)  # images', final files' and yolo/voc ones a killed run left
             atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
-            run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers)
+            run_info = run_folder.start_record(out_dir, seed=cfg.seed, previous=previous, argv=argv, workers=workers, **({"backend": "local"} | (record or {})))
 
             done = {i: rec for i, rec in read_shards(work).items() if i < cfg.num_images and all((out_dir / im["file_name"]).is_file() for im in rec["images"])}
             todo = [i for i in range(cfg.num_images) if i not in done]
@@ -322,7 +383,9 @@ def run_paste(
                 progress(count, total)
             t0 = time.perf_counter()
             if todo:
-                if workers == 1:
+                if runner is not None:
+                    count = runner(cfg, out_dir, todo, count, total, progress)
+                elif workers == 1:
                     count = _run_here(cfg, out_dir, todo, count, total, progress)
                 else:
                     count = _run_pool(cfg, out_dir, todo, workers, count, total, progress)
@@ -406,7 +469,12 @@ def _dataset(cfg: PasteConfig, out_dir: Path, records: list[dict[str, Any]], cat
     for rec in records:
         for im in rec["images"]:
             anns = [
-                Annotation.from_rle(a["category_id"], tuple(a["bbox"]), {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode("ascii")}, attributes=a["attributes"])
+                Annotation.from_rle(
+                    a["category_id"],
+                    tuple(a["bbox"]),
+                    {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode("ascii")},
+                    attributes=a["attributes"],
+                )
                 for a in im["annotations"]
             ]
             attrs = {"scene": rec["index"], "seed": im["params"].get("seed"), "blend": im["blend"], "params": im["params"]}
@@ -449,3 +517,4 @@ def _categories(cfg: PasteConfig, work: Path) -> list[Category]:
     if path.is_file():
         return [Category(int(c["id"]), str(c["name"]), str(c["supercategory"])) for c in json.loads(path.read_text())]
     return build_assets(cfg).categories
+

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from synthloop.compose.config import SceneConfig
-from synthloop.config import Config, build_config, load_yaml, override_keys
+from synthloop.config import Config, build_config, load_yaml, override_keys, threads_field
 from synthloop.data.instances import InstanceBankConfig
 from synthloop.errors import InputError
 
@@ -43,7 +44,7 @@ class InstancesConfig(Config):
     bank: InstanceBankConfig = Field(default_factory=InstanceBankConfig, description="clean-up options of file sources")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "InstancesConfig":
+    def _exactly_one(self) -> InstancesConfig:
         given = [k for k in ("builtin", "coco", "rgba_folder", "mask_pairs") if getattr(self, k) is not None]
         if not given:  # the default source
             object.__setattr__(self, "builtin", "mnist")
@@ -64,9 +65,13 @@ class BackgroundsConfig(Config):
     plain string or list in the YAML is taken as ``sources``. ``pool`` > 0 renders that many
     backgrounds once per worker and reuses them with random horizontal flips
     (:class:`~synthloop.compose.sources.PooledBackgrounds`), which is much faster for large runs.
+    ``exclude`` names built-in photos that ``photos`` and ``builtin`` leave out (e.g.
+    ``{sources: [photos], exclude: [coins]}`` when pasting coins: scikit-image's coins photo would
+    put unlabelled coins into the backgrounds); see :data:`~synthloop.data.backgrounds.BUILTIN_PHOTO_NAMES`.
     """
 
     sources: list[str] = Field(default_factory=lambda: ["builtin"])
+    exclude: list[str] = Field(default_factory=list, description="built-in photos to leave out of photos / builtin, e.g. [coins]")
     weights: list[float] | None = None
     scale: tuple[float, float] = (0.1, 1.0)
     aspect: tuple[float, float] = (3 / 4, 4 / 3)
@@ -88,6 +93,23 @@ class BackgroundsConfig(Config):
             raise ValueError("at least one background source is needed")
         return v
 
+    @field_validator("exclude")
+    @classmethod
+    def _known_photos(cls, v: list[str]) -> list[str]:
+        from synthloop.data.backgrounds import check_photo_names
+
+        try:
+            check_photo_names(v)
+        except InputError as e:  # a custom error type: the message without pydantic's "Value error, "
+            raise PydanticCustomError("unknown_photo", e.message) from None
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _exclude_needs_photos(self) -> BackgroundsConfig:
+        if self.exclude and not set(self.sources) & {"photos", "builtin"}:
+            raise ValueError("exclude names built-in photos, but no source is photos or builtin")
+        return self
+
 
 class PasteConfig(Config):
     """A paste job: ``num_images`` scenes sampled from ``scene``, written in ``formats``.
@@ -106,16 +128,18 @@ class PasteConfig(Config):
     image_format: Literal["jpg", "png"] = "jpg"
     jpeg_quality: int = Field(90, ge=1, le=100)
     chunk_size: int = Field(16, ge=1, description="scenes per work unit handed to a worker")
+    threads: int | None = threads_field()
 
     @model_validator(mode="after")
-    def _psis_needs_coco(self) -> "PasteConfig":
+    def _psis_needs_coco(self) -> PasteConfig:
         if self.scene.placement.strategy == "psis" and self.instances.coco is None:
             raise ValueError("instance switching (scene.placement.strategy: psis) needs a segmented COCO dataset as instances.coco")
         return self
 
     def check_paths(self) -> None:
         """Raise :class:`InputError` for instance or background files and folders that do not
-        exist (before a job writes anything)."""
+        exist (before a job writes anything); then warn about background sources that are also
+        foreground sources (:func:`~synthloop.jobs.paste_assets.background_overlap`)."""
         inst = self.instances
         needed = [("instances.coco.json", inst.coco.json_file if inst.coco else None), ("instances.coco.images", inst.coco.images if inst.coco else None),
                   ("instances.rgba_folder", inst.rgba_folder), ("instances.mask_pairs", inst.mask_pairs)]  # fmt: skip
@@ -123,6 +147,10 @@ class PasteConfig(Config):
         for field, path in needed:
             if path is not None and not Path(path).exists():
                 raise InputError("no such file or folder", file=path, field=field)
+        if self.scene.placement.strategy != "psis":  # psis takes its backgrounds from the COCO scenes themselves
+            from synthloop.jobs.paste_assets import paste_foregrounds, warn_background_overlap
+
+            warn_background_overlap(self.backgrounds, paste_foregrounds(self.instances))
 
     @field_validator("formats")
     @classmethod
@@ -187,5 +215,8 @@ def load_paste_config(path: str | Path | None, overrides: list[str] | None = Non
 
 
 def resolved_dict(cfg: PasteConfig) -> dict[str, Any]:
-    """The config as plain data, with aliases (``instances.coco.json``) as written in files."""
-    return cfg.model_dump(mode="json", by_alias=True)
+    """The config as plain data, with aliases (``instances.coco.json``) as written in files.
+
+    Without ``threads``: it does not change the output, so a resumed run may use another value
+    (``run.json`` records the threads each run used)."""
+    return cfg.model_dump(mode="json", by_alias=True, exclude={"threads"})

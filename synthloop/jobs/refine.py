@@ -12,7 +12,7 @@ import torch
 import yaml
 from pydantic import Field
 
-from synthloop.config import Config
+from synthloop.config import Config, threads_field
 from synthloop.data.folders import ImageFolder, check_same_classes, read_image_folder, write_image_folder
 from synthloop.errors import InputError
 from synthloop.jobs import run_folder
@@ -73,10 +73,17 @@ class RefineConfig(Config):
     log_every: int = Field(100, ge=1)
     refine_batch_size: int = Field(256, ge=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    threads: int | None = threads_field()
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored in ``config.yaml`` and the checkpoint: without ``threads`` (``run.json`` records it)."""
+        d = super().to_dict()
+        d.pop("threads", None)
+        return d
 
 
 # keys that may change between a run and its resumption (they do not affect training)
-RESUMABLE_KEYS: tuple[str, ...] = ("device", "checkpoint_every", "log_every", "refine_batch_size", "evaluation")
+RESUMABLE_KEYS: tuple[str, ...] = ("device", "checkpoint_every", "log_every", "refine_batch_size", "evaluation", "threads")
 
 
 def build_trainer(cfg: RefineConfig, synthetic: Domain, real: Domain, *, num_classes: int | None = None) -> Trainer:
@@ -96,9 +103,7 @@ def _write_logs(out: Path, trainer: Trainer) -> None:
 
 def _evaluate(cfg: RefineConfig, trainer: Trainer, synthetic: ImageFolder, real: ImageFolder, refined: torch.Tensor) -> dict[str, Any]:
     ev = cfg.evaluation
-    ious = foreground_iou(
-        synthetic.images, refined, threshold=ev.iou_threshold, refined_threshold=ev.refined_iou_threshold, input_masks=synthetic.masks
-    )
+    ious = foreground_iou(synthetic.images, refined, threshold=ev.iou_threshold, refined_threshold=ev.refined_iou_threshold, input_masks=synthetic.masks)
     metrics: dict[str, Any] = {
         "foreground_iou": float(ious.mean()),
         "foreground_iou_threshold": ev.iou_threshold,

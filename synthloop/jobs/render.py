@@ -26,7 +26,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pydantic import Field
 
-from synthloop.config import Config
+from synthloop.config import Config, threads_field
 from synthloop.data._io import make_temp_sibling
 from synthloop.data.coco import write_coco_json
 from synthloop.data.dataset import Annotation, Category, ImageEntry
@@ -55,11 +55,14 @@ class RenderJobConfig(RenderConfig):
     seed: int = 0
     batch_size: int = Field(512, ge=1)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    threads: int | None = threads_field()
 
     def to_dict(self) -> dict[str, Any]:
         """Keys in ``config.yaml``'s established order: the variations, ``count``, ``seed``,
-        ``batch_size``, the other renderer settings, ``output``."""
+        ``batch_size``, the other renderer settings, ``output``; without ``threads`` (it does not
+        change the output; ``run.json`` records the threads used)."""
         d = super().to_dict()
+        d.pop("threads", None)
         head = (*VARIATIONS, "count", "seed", "batch_size")
         return {k: d[k] for k in head} | {k: v for k, v in d.items() if k not in head}
 
@@ -197,7 +200,9 @@ def write_dataset(
                     results = map(_BatchWriter(config, stage, renderer), jobs)
                 else:
                     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
-                    pool = stack.enter_context(ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage))))
+                    pool = stack.enter_context(
+                        ProcessPoolExecutor(config.output.workers, mp_context=ctx, initializer=_init_worker, initargs=(config.model_dump(), str(stage)))
+                    )
                     results = pool.map(_run_job, jobs)
                 done = 0
                 for lines, rows in results:
@@ -220,4 +225,3 @@ def write_dataset(
             shutil.rmtree(stage, ignore_errors=True)
             raise
         return run
-

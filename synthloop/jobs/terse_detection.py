@@ -60,10 +60,12 @@ other difference of config is an error listing the changed keys.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,7 @@ import torch
 import yaml
 from torch import nn
 
+from synthloop.errors import InputError
 from synthloop.jobs import run_folder
 from synthloop.jobs.terse_detection_config import (
     BASELINE_FILE,
@@ -237,14 +240,14 @@ def run_terse_detection_job(
     source = str(config_file) if config_file is not None else "config"
     (H, W), n = cfg.image_size, max(cfg.loop.batch_size, cfg.loop.t_batch_size, cfg.eval_batch_size, cfg.baseline.batch_size)
     check_fits(canvas_bytes(H, W, n), what=f"a batch of {n} {H}x{W} images", field="image_size", file=config_file)
-    with run_folder.lock(out):
+    with run_folder.lock(out), _undo_failed_start(out):
         previous = run_folder.prepare(  # more cycles extend a run; a run killed before writing anything starts again
             out, resume=resume, config_file=CONFIG_FILE, config=resolved_dict(cfg), ignore=("loop.cycles",), resume_empty=True
         )
         remove_stray_temps(out)  # a killed run's half-written checkpoint, records or model
         t_start = time.perf_counter()
 
-        data = load_job_data(cfg)
+        data = load_job_data(cfg, progress)
         target = build_target(cfg, data.label_map, source)
         target.model.to(device)
 
@@ -292,6 +295,25 @@ def run_terse_detection_job(
         files = {k: out / v for k, v in (("config", CONFIG_FILE), ("run", run_folder.RUN_FILE), ("synthetic", syn_file.relative_to(out).as_posix()), ("model", MODEL_FILE),
                                          ("model_json", MODEL_JSON), ("metrics", METRICS_FILE), ("report", REPORT_FILE))}  # fmt: skip
         return TerseDetectionJobResult(out, baseline_info["ap"], _rounded(ap1) or {}, result.history, len(scenes), files)
+
+
+@contextlib.contextmanager
+def _undo_failed_start(out: Path) -> Iterator[None]:
+    """When ``out`` holds nothing but the lock now (a fresh run) and bad input stops the run before
+    its loop's first checkpoint (e.g. a truncated background image, decoded only when the loop
+    draws it), remove what the run wrote, so the corrected command starts in the same folder. A run
+    with a finished cycle is kept for ``--resume``; nothing that existed before is touched."""
+    fresh = not any(p.name != run_folder.LOCK_FILE for p in out.iterdir())
+    try:
+        yield
+    except InputError:
+        if fresh and not (out / LOOP_DIR / "checkpoint.pt").is_file():
+            for p in out.iterdir():
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p.name != run_folder.LOCK_FILE:
+                    p.unlink(missing_ok=True)
+        raise
 
 
 def _with_model(target: Any, model: nn.Module) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml, override_keys
+from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml, override_keys, threads_field
 from synthloop.data.instances import InstanceBankConfig
 from synthloop.jobs.paste_config import BackgroundsConfig, CocoSource, absolute_to, resolve_backgrounds
 from synthloop.loops.terse_detection_config import SceneTerseConfig
@@ -106,6 +106,7 @@ class TerseDetectionJobConfig(Config):
     loop: SceneTerseConfig = Field(default_factory=SceneTerseConfig)
     eval_batch_size: int = Field(16, ge=1)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    threads: int | None = threads_field()
 
     @model_validator(mode="before")
     @classmethod
@@ -140,14 +141,38 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return resolve_backgrounds(data, absolute)
 
 
+def foreground_sources(cfg: TerseDetectionJobConfig) -> list[Any]:
+    """The job's foreground sources (:class:`~synthloop.jobs.paste_assets.ForegroundSource`; none
+    for built-in data)."""
+    from synthloop.jobs.paste_assets import ForegroundSource
+
+    fc = cfg.foregrounds
+    ids = tuple(fc.category_ids) if fc.category_ids is not None else None
+    if fc.source == "real" and cfg.real.annotations is not None:
+        return [ForegroundSource("real", coco=cfg.real.annotations, images=cfg.real.images, category_ids=ids)]
+    if fc.source == "coco" and fc.coco is not None:
+        ids = ids or (tuple(fc.coco.category_ids) if fc.coco.category_ids is not None else None)
+        return [ForegroundSource("foregrounds.coco", coco=fc.coco.json_file, images=fc.coco.images, category_ids=ids)]
+    if fc.source in ("rgba_folder", "mask_pairs") and fc.folder is not None:
+        return [ForegroundSource("foregrounds.folder", folder=fc.folder)]
+    return []
+
+
 def load_job_config(path: str | Path, overrides: Sequence[str] | None = None) -> TerseDetectionJobConfig:
     """Load a job config file, apply ``key=value`` overrides, resolve relative paths against the
-    file's folder, validate. Errors name the file and the key (typos list the valid keys)."""
+    file's folder, validate. Errors name the file and the key (typos list the valid keys). Warns
+    when a background source is also a foreground source
+    (:func:`~synthloop.jobs.paste_assets.background_overlap`)."""
+    from synthloop.jobs.paste_assets import warn_background_overlap
+
     data = load_yaml(path)
     merged = apply_overrides(data, list(overrides or []))
-    return build_config(TerseDetectionJobConfig, _resolve_paths(merged, Path(path).resolve().parent), source=str(path), overridden=override_keys(overrides))
+    cfg = build_config(TerseDetectionJobConfig, _resolve_paths(merged, Path(path).resolve().parent), source=str(path), overridden=override_keys(overrides))
+    warn_background_overlap(cfg.backgrounds, foreground_sources(cfg))
+    return cfg
 
 
 def resolved_dict(cfg: TerseDetectionJobConfig) -> dict[str, Any]:
-    """The config as plain data, as written in files (aliases such as ``coco.json``)."""
-    return cfg.model_dump(mode="json", by_alias=True)
+    """The config as plain data, as written in files (aliases such as ``coco.json``), without
+    ``threads`` (a resumed run may use another value; ``run.json`` records what each run used)."""
+    return cfg.model_dump(mode="json", by_alias=True, exclude={"threads"})

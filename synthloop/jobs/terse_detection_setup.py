@@ -19,6 +19,7 @@ from synthloop.data.dataset import Dataset
 from synthloop.errors import InputError
 from synthloop.jobs.terse_detection_config import MODEL_FILE, MODEL_JSON, DatasetSource, TerseDetectionJobConfig
 from synthloop.models.build import build_detector
+from synthloop.utils.progress import Progress
 
 
 @dataclass
@@ -44,13 +45,13 @@ class JobData:
     foreground_report: str = ""
 
 
-def _read_source(src: DatasetSource, field: str) -> tuple[Dataset, str]:
+def _read_source(src: DatasetSource, field: str, progress: Progress | None = None) -> tuple[Dataset, str]:
     from synthloop.data.coco import find_coco_json, read_coco
 
     if src.builtin == "digit_scenes":
         from synthloop.compose.digit_scenes import digit_scenes
 
-        paths = digit_scenes(src.seed, sizes=src.sizes)
+        paths = digit_scenes(src.seed, sizes=src.sizes, progress=progress)  # first use: announces and shows the cache build
         file = getattr(paths, src.split)
         ds = read_coco(file)
     else:
@@ -182,12 +183,15 @@ def _foregrounds(cfg: TerseDetectionJobConfig, real: Dataset, real_file: str) ->
     return source, summary
 
 
-def load_job_data(cfg: TerseDetectionJobConfig) -> JobData:
-    """Read, validate and resize the real (and eval) set, build the foreground and background banks."""
+def load_job_data(cfg: TerseDetectionJobConfig, progress: Progress | None = None) -> JobData:
+    """Read, validate and resize the real (and eval) set, build the foreground and background banks.
+
+    ``progress`` sees the built-in data's one-time cache build (a message naming the folder, then
+    per-split progress), if one is needed."""
     from synthloop.jobs.paste_assets import build_backgrounds
     from synthloop.models.detection import LabelMap
 
-    real_ds, real_file = _read_source(cfg.real, "real")
+    real_ds, real_file = _read_source(cfg.real, "real", progress)
     if not real_ds.categories:
         raise InputError("the real set has no categories", file=real_file, field="categories")
     if not any(not a.iscrowd for im in real_ds.images for a in im.annotations):
@@ -197,7 +201,7 @@ def load_job_data(cfg: TerseDetectionJobConfig) -> JobData:
     real = _load_resized(real_ds, real_file, size, label_map, "real")
     ev = None
     if cfg.eval is not None:
-        ev_ds, ev_file = _read_source(cfg.eval, "eval")
+        ev_ds, ev_file = _read_source(cfg.eval, "eval", progress)
         _check_eval_categories(real_ds, ev_ds, ev_file)
         # scored against the real set's categories: the model may predict any of them, and
         # categories without ground truth here are left out of the AP mean by pycocotools

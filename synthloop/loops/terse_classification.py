@@ -46,26 +46,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 
-from synthloop.config import Config, check_range
-from synthloop.data.affnist import AFFNIST_RANGES, sample_affnist_params, translation_bounds
+from synthloop.data.affnist import sample_affnist_params, translation_bounds
 from synthloop.errors import InputError
 from synthloop.functional.losses import d_loss, g_loss
 from synthloop.loops.cache import HardExampleCache, render_digits
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.export import export_classifier
 from synthloop.loops.faults import NonFiniteError, check_step, record_event
+from synthloop.loops.terse_classification_config import RangesConfig, TerseClassificationConfig
+from synthloop.loops.terse_diagnostics import added_set_diagnostics, diversity_ratio
+from synthloop.loops.terse_methods import (
+    SnapshotReplay,
+    anchored_params,
+    concentration_penalty,
+    make_ema_teacher,
+    merge_caches,
+    s_sample_loss,
+    worst_of_k_select,
+)
 from synthloop.loops.training import fit_classifier, scoped_rng, sgd
-from synthloop.metrics.classification import check_dataset, check_labels, model_device, unrecognised_fraction
+from synthloop.metrics.classification import accuracy, check_dataset, check_labels, model_device
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
 from synthloop.models.discriminator import PatchDiscriminator
-from synthloop.models.synthesizer import MNISTSynthesizer, ParamRanges
+from synthloop.models.synthesizer import MNISTSynthesizer
 from synthloop.models.targets import ClassifierTarget, freeze, hardness_from_probs, is_hard_from_probs
 from synthloop.utils.atomic import atomic_write_json, atomic_write_text
 from synthloop.utils.progress import Progress
@@ -73,63 +82,6 @@ from synthloop.utils.records import check_same_config
 from synthloop.utils.seeding import derive_seed, make_generator
 
 Range = tuple[float, float]
-
-
-class RangesConfig(Config):
-    """``(min, max)`` of each affine parameter S may output; defaults: the AffNIST recipe's ranges
-    (TERSE A.1: "we clamp these parameters to the same range used to generate AffNIST")."""
-
-    angle: Range = AFFNIST_RANGES["angle"]
-    tx: Range = AFFNIST_RANGES["tx"]
-    ty: Range = AFFNIST_RANGES["ty"]
-    shear: Range = AFFNIST_RANGES["shear"]
-    sx: Range = AFFNIST_RANGES["sx"]
-    sy: Range = AFFNIST_RANGES["sy"]
-
-    @field_validator("angle", "tx", "ty", "shear", "sx", "sy")
-    @classmethod
-    def _ordered(cls, value: Range) -> Range:
-        return check_range(value)
-
-    def to_param_ranges(self) -> ParamRanges:
-        return ParamRanges(**{k: tuple(v) for k, v in self.model_dump().items()})
-
-
-class TerseClassificationConfig(Config):
-    """Every knob of the loop; defaults are the paper's values (TERSE A.1 / section 3.4) unless noted."""
-
-    seed: int = 0
-    num_classes: int = Field(10, ge=2)
-    cycles: int = Field(10, ge=1, description="K cycles of (S phase, T phase); the paper does not state K")
-    source: Literal["terse", "random"] = "terse"
-    # synthesizer phase
-    hard_per_class: int = Field(500, ge=1, description="paper: 500 hard examples per class")
-    hard_margin: float = Field(0.05, ge=0.0, description="hard when max_{c!=y} p_c - p_y > margin; paper 0.05")
-    s_batch_size: int = Field(1024, ge=2, description="paper: 1024")
-    lr_s: float = Field(1e-3, gt=0.0, description="Adam, paper 1e-3")
-    s_weight_decay: float = Field(5e-4, ge=0.0, description="paper section 3.4: 5e-4")
-    s_max_steps: int = Field(200, ge=1, description="S batches per cycle at most (not in the paper: a budget guard)")
-    s_min_steps: int = Field(1, ge=1, description="S batches per cycle at least, even once the cache is full (paper: 1)")
-    cache_policy: Literal["first", "latest"] = Field("first", description="which hard examples a full class keeps (paper: first)")
-    s_noise_dim: int = Field(0, ge=0, description="explicit noise input to S; paper: 0 (dropout only)")
-    ranges: RangesConfig = RangesConfig()
-    fit_translation: bool = True
-    # target phase
-    t_epochs: int = Field(30, ge=0, description="paper: 30 epochs per cycle")
-    t_batch_size: int = Field(64, ge=2, description="paper: 64")
-    lr_t: float = Field(1e-2, gt=0.0, description="SGD, paper 1e-2")
-    t_momentum: float = Field(0.5, ge=0.0, description="paper A.1: 0.5 (section 3.4 says 0.9)")
-    t_weight_decay: float = Field(0.0, ge=0.0, description="A.1 lists none (section 3.4 says 5e-4)")
-    lr_t_drop_cycle: int | None = Field(None, ge=1, description="from this cycle on use lr_t_drop_to (Table 1: after 100)")
-    lr_t_drop_to: float = Field(1e-3, gt=0.0)
-    t_real_per_epoch: int | None = Field(None, ge=1, description="real samples drawn into each T epoch; None = all (paper)")
-    accumulate: bool = Field(True, description="train T on every cache so far (True) or only the latest")
-    # discriminator (off for AffNIST in the paper)
-    discriminator: bool = False
-    lr_d: float = Field(1e-4, gt=0.0, description="Adam, paper A.2: 1e-4")
-    d_width: float = Field(0.25, gt=0.0, description="PatchDiscriminator width multiplier (paper: 1.0)")
-    adv_weight: float = Field(1.0, ge=0.0)
-    eval_batch_size: int = Field(2048, ge=1)
 
 
 @dataclass
@@ -199,7 +151,9 @@ class TerseClassificationLoop:
         labels: ``Tensor[N]`` classes; every class must occur.
         synthesizer: S (default: :class:`~synthloop.models.MNISTSynthesizer` with ``config.ranges``).
         discriminator: D when ``config.discriminator`` (default: a :class:`PatchDiscriminator`).
-        reference: optional classifier trained on clean data for the degenerate-sample check.
+        reference: optional classifier trained with random in-range augmentation: the readability
+            check, and the teacher of ``teacher: reference``.
+        clean: optional classifier trained on clean digits only, for the affinity diagnostic.
         device: where everything runs (models and data are moved there).
         run_dir: folder for the config, checkpoints, caches, history and exported model; ``None``
             keeps everything in memory (no checkpoint, no resume).
@@ -219,6 +173,7 @@ class TerseClassificationLoop:
         synthesizer: nn.Module | None = None,
         discriminator: nn.Module | None = None,
         reference: nn.Module | None = None,
+        clean: nn.Module | None = None,
         device: torch.device | str = "cpu",
         run_dir: str | Path | None = None,
     ):
@@ -250,7 +205,19 @@ class TerseClassificationLoop:
                 synthesizer = MNISTSynthesizer(ranges=cfg.ranges.to_param_ranges(), noise_dim=cfg.s_noise_dim, input_size=self.canvas)
             if cfg.discriminator and discriminator is None:
                 discriminator = PatchDiscriminator(in_channels=1, width=cfg.d_width)
+        if cfg.s_zero_init:
+            last = [m for m in synthesizer.modules() if isinstance(m, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
         self.synthesizer = synthesizer.to(self.device)
+        self.replay = SnapshotReplay(self.synthesizer, cfg.s_replay)
+        self.clean = clean
+        self.clean_real_acc = None if clean is None else accuracy(clean, self.images[:4096], self.labels[:4096], num_classes=cfg.num_classes)
+        self.ema = make_ema_teacher(self.target, cfg.teacher_decay) if (cfg.objective == "teacher" and cfg.teacher == "ema") else None
+        if cfg.objective == "teacher" and cfg.teacher == "reference" and reference is None:
+            raise InputError("teacher: reference needs a reference classifier", field="teacher")
+        self.teacher_model = self.ema if self.ema is not None else (reference if cfg.objective == "teacher" else None)
         self.discriminator = discriminator.to(self.device) if (cfg.discriminator and discriminator is not None) else None
         self.opt_s = torch.optim.Adam(self.synthesizer.parameters(), lr=cfg.lr_s, weight_decay=cfg.s_weight_decay)
         self.opt_t = sgd(self.target, cfg.lr_t, cfg.t_momentum, cfg.t_weight_decay)
@@ -272,41 +239,92 @@ class TerseClassificationLoop:
     def synthesize(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run S on the source digits at ``index`` ``Tensor[B]`` -> ``(images Tensor[B, 1, H, W],
         params Tensor[B, 6])``, differentiable w.r.t. S (in whatever mode S is in)."""
+        images, params, _ = self.synthesize_unit(index, generator)
+        return images, params
+
+    def synthesize_unit(self, index: torch.Tensor, generator: torch.Generator | None = None, model: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
+        """:meth:`synthesize` with ``model`` (default: S) that also returns the unit coordinates
+        ``Tensor[B, 6]`` of the params (:mod:`~synthloop.loops.terse_methods`). With ``anchor:
+        random_delta`` a recipe draw is taken from ``generator`` and S's raw output moves it."""
+        cfg, net = self.config, (model if model is not None else self.synthesizer)
         fg = self.images[index]
-        out = self.synthesizer(fg, generator=generator) if self.config.s_noise_dim > 0 else self.synthesizer(fg)
-        params = out["params"]
-        if self.config.fit_translation:
-            params = fit_translation(fg, params, self.config.ranges.tx, self.config.ranges.ty, self.canvas)
-        return render_digits(fg, params), params
+        out = net(fg, generator=generator) if cfg.s_noise_dim > 0 else net(fg)
+        if cfg.anchor == "random_delta":
+            if generator is None:
+                raise InputError("anchor: random_delta draws from a generator; pass one", field="anchor")
+            u_random = torch.rand(fg.shape[0], 6, generator=generator, device=generator.device).to(fg.device, fg.dtype)
+            params, unit = anchored_params(out["raw"][:, :6], u_random, cfg.anchor_bound, self._ranges())
+        else:
+            params, unit = out["params"], torch.sigmoid(out["raw"][:, :6])
+        if cfg.fit_translation:
+            params = fit_translation(fg, params, cfg.ranges.tx, cfg.ranges.ty, self.canvas)
+        return render_digits(fg, params), params, unit
+
+    def _ranges(self) -> list[Range]:
+        r = self.config.ranges
+        return [r.angle, r.tx, r.ty, r.shear, r.sx, r.sy]
+
+    def sample_loss(self, images: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(per-sample S-loss Tensor[B], T's logits Tensor[B, C])`` under ``config.objective``
+        (:func:`~synthloop.loops.terse_methods.s_sample_loss`); call with T (and the teacher) frozen."""
+        cfg = self.config
+        logits = self.target_adapter.logits(images) if logits is None else logits
+        teacher_logits = None
+        if cfg.objective == "teacher":
+            assert self.teacher_model is not None
+            with freeze(self.teacher_model):
+                teacher_logits = self.teacher_model(images)
+        return s_sample_loss(logits, labels, cfg.objective, teacher_logits, cfg.teacher_weight), logits
 
     def synthesizer_update(self, index: torch.Tensor, generator: torch.Generator | None = None, *, step: int = 0) -> tuple[dict[str, float], SynthBatch]:
-        """One S step on the digits at ``index``: maximise T's loss (and fool D), T and D frozen.
+        """One S step on the digits at ``index``: minimise the S-loss of ``config.objective`` (paper:
+        maximise T's loss; plus fooling D, plus the diversity penalty), T, teacher and D frozen.
         A NaN/inf loss or gradient raises :class:`~synthloop.loops.faults.NonFiniteError` naming ``step``.
 
         Returns the losses (``loss_s`` minimised by S, ``loss_t`` T's cross-entropy on the batch,
-        ``loss_adv`` with D, ``hard_frac``) and the batch's composites with T's verdicts.
+        ``loss_adv`` with D, ``concentration`` with a diversity weight, ``hard_frac``) and the
+        batch's composites with T's verdicts.
         """
         cfg = self.config
         labels = self.labels[index]
         self.synthesizer.train()
         with self._freeze_judges():
-            images, params = self.synthesize(index, generator)
-            logits = self.target_adapter.logits(images)
-            loss_t = F.cross_entropy(logits, labels)
-            loss = -loss_t
+            images, params, unit = self.synthesize_unit(index, generator)
+            per_sample, logits = self.sample_loss(images, labels)
+            loss = per_sample.mean()
             losses: dict[str, float] = {}
             if self.discriminator is not None:
                 adv = g_loss(self.discriminator(images))
                 loss = loss + cfg.adv_weight * adv
                 losses["loss_adv"] = float(adv.detach())
+            if cfg.diversity_weight > 0:
+                conc = concentration_penalty(unit, cfg.diversity_sigma)
+                loss = loss + cfg.diversity_weight * conc
+                losses["concentration"] = float(conc.detach())
             self.opt_s.zero_grad(set_to_none=True)
             check_step(loss, self.synthesizer, step=step, what="synthesizer")
             self.opt_s.step()
-        probs = logits.detach().softmax(1)
-        hard = is_hard_from_probs(probs, labels, cfg.hard_margin)
-        losses.update(loss_s=float(loss.detach()), loss_t=float(loss_t.detach()), hard_frac=float(hard.float().mean()))
-        batch = SynthBatch(images.detach(), labels, params.detach(), index, hardness_from_probs(probs, labels), hard)
+        batch = self._judge(index, images.detach(), params.detach(), logits.detach(), losses)
+        losses["loss_s"] = float(loss.detach())
         return losses, batch
+
+    def _judge(self, index: torch.Tensor, images: torch.Tensor, params: torch.Tensor, logits: torch.Tensor, losses: dict[str, float]) -> SynthBatch:
+        """T's verdicts on a batch (``hard_frac`` and ``loss_t`` go into ``losses``)."""
+        labels = self.labels[index]
+        probs = logits.softmax(1)
+        hard = is_hard_from_probs(probs, labels, self.config.hard_margin)
+        losses.update(loss_t=float(F.cross_entropy(logits, labels)), hard_frac=float(hard.float().mean()))
+        return SynthBatch(images, labels, params, index, hardness_from_probs(probs, labels), hard)
+
+    def generate_batch(self, index: torch.Tensor, generator: torch.Generator | None, model: nn.Module) -> tuple[dict[str, float], SynthBatch]:
+        """Composites of ``model`` (S or a replayed snapshot, in ``train()`` mode: dropout on) for the
+        digits at ``index``, no update; returns ``(losses, batch)`` like :meth:`synthesizer_update`."""
+        model.train()
+        with self._freeze_judges(), torch.no_grad():
+            images, params, _ = self.synthesize_unit(index, generator, model)
+            logits = self.target_adapter.logits(images)
+        losses: dict[str, float] = {}
+        return losses, self._judge(index, images, params, logits, losses)
 
     def synthesizer_step(self, index: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
         """:meth:`synthesizer_update` returning only the losses."""
@@ -341,20 +359,32 @@ class TerseClassificationLoop:
         pick = torch.randint(pool.numel(), (n,), generator=generator)
         return pool[pick.to(pool.device)]
 
-    def run_synthesizer_phase(self, cycle: int, progress: Progress | None = None) -> tuple[HardExampleCache, dict[str, Any]]:
-        """Train S against the frozen T until the cache holds ``hard_per_class`` of every class
-        (or ``s_max_steps`` batches). Returns the cache and the phase's statistics."""
+    def run_synthesizer_phase(self, cycle: int, progress: Progress | None = None, per_class: int | None = None) -> tuple[HardExampleCache, dict[str, Any]]:
+        """Train S against the frozen T until the cache holds ``per_class`` (default
+        ``hard_per_class``) of every class (or ``s_max_steps`` batches). In a cycle where S does not
+        train (``s_update_every``) it only generates; with ``s_replay`` each batch offered to the
+        cache comes from a random one of the snapshots and the current S. Returns the cache and the
+        phase's statistics."""
         cfg = self.config
-        cache = HardExampleCache(cfg.num_classes, cfg.hard_per_class, policy=cfg.cache_policy, device=self.device)
+        cache = HardExampleCache(cfg.num_classes, per_class or cfg.hard_per_class, policy=cfg.cache_policy, device=self.device)
         generator = make_generator(cfg.seed, "S", cycle)
         rows: list[dict[str, float]] = []
         task = f"cycle {cycle}: synthesizer"
+        train_s = (cycle - 1) % cfg.s_update_every == 0
         with scoped_rng(derive_seed(cfg.seed, "S-dropout", cycle), self.device):
             for step in range(cfg.s_max_steps):
                 # draw only digits of classes that still need hard examples (all, once every class is full)
                 need = ~cache.class_full()
                 index = self._draw_index(generator, need if bool(need.any()) else ~need, cfg.s_batch_size)
-                losses, batch = self.synthesizer_update(index, generator, step=step)
+                if train_s and (cfg.s_train_steps is None or step < cfg.s_train_steps):
+                    losses, batch = self.synthesizer_update(index, generator, step=step)
+                else:
+                    losses, batch = self.generate_batch(index, generator, self.synthesizer)
+                if len(self.replay):
+                    pick = int(torch.randint(len(self.replay) + 1, (1,), generator=generator))
+                    if pick < len(self.replay):
+                        replayed, batch = self.generate_batch(index, generator, self.replay.model(pick))
+                        losses["replay_hard_frac"] = replayed["hard_frac"]
                 cache.add(batch.images, batch.labels, batch.params, batch.index, batch.hardness, accept=batch.hard)
                 if self.discriminator is not None:
                     real = self.images[self._draw_index(generator, torch.ones(cfg.num_classes, dtype=torch.bool), cfg.s_batch_size)]
@@ -362,13 +392,16 @@ class TerseClassificationLoop:
                 rows.append(losses)
                 if progress is not None:
                     progress(task, len(cache), cache.capacity)
-                if cache.full and step + 1 >= cfg.s_min_steps:
+                if cache.full and (step + 1 >= cfg.s_min_steps or not train_s):
                     break
+        if train_s:
+            self.replay.push(self.synthesizer)
         stats = {
             "s_steps": len(rows),
             "s_loss": _mean(rows, "loss_s"),
             "s_target_loss": _mean(rows, "loss_t"),
             "s_hard_frac": _mean(rows, "hard_frac"),
+            "s_trained": train_s,
             "s_first_hard_frac": rows[0]["hard_frac"],
             "s_last_hard_frac": rows[-1]["hard_frac"],
         }
@@ -376,27 +409,53 @@ class TerseClassificationLoop:
             stats.update(d_loss=_mean(rows, "loss_d"), s_adv_loss=_mean(rows, "loss_adv"))
         return cache, stats
 
-    def run_random_phase(self, cycle: int) -> tuple[HardExampleCache, dict[str, Any]]:
-        """The baseline source: ``hard_per_class`` random digits of each class under random
-        AffNIST-recipe transforms (no hardness filter)."""
+    def run_random_phase(self, cycle: int, per_class: int | None = None, *, k: int = 1, key: str = "random") -> tuple[HardExampleCache, dict[str, Any]]:
+        """The baseline source: ``per_class`` (default ``hard_per_class``) random digits of each
+        class under random AffNIST-recipe transforms (no hardness filter). With ``k > 1`` (the
+        ``worst_of_k`` source) each digit gets ``k`` recipe draws and keeps the one with the lowest
+        S-loss under the frozen T (paper objective: the highest T loss)."""
         cfg = self.config
-        generator = make_generator(cfg.seed, "random", cycle)
+        n = per_class or cfg.hard_per_class
+        generator = make_generator(cfg.seed, key, cycle)
         parts = []
         for c in range(cfg.num_classes):
             pool = (self.labels == c).nonzero().flatten()
-            pick = torch.randint(pool.numel(), (cfg.hard_per_class,), generator=generator)
+            pick = torch.randint(pool.numel(), (n,), generator=generator)
             parts.append(pool[pick.to(pool.device)])
         index = torch.cat(parts)
-        fg = self.images[index]
+        fg = self.images[index.repeat_interleave(k)]
         params = sample_affnist_params(fg, generator).params.to(fg.dtype)
         images = render_digits(fg, params)
         labels = self.labels[index]
         with freeze(self.target), torch.no_grad():
-            probs = self.target_adapter.probs(images)
-        cache = HardExampleCache(cfg.num_classes, cfg.hard_per_class, device=self.device)
+            if k > 1:
+                scores, logits = self.sample_loss(images, labels.repeat_interleave(k))
+                rows = torch.arange(len(index), device=scores.device) * k + worst_of_k_select(scores.reshape(-1, k))
+                images, params, logits = images[rows], params[rows], logits[rows]
+                probs = logits.softmax(1)
+            else:
+                probs = self.target_adapter.probs(images)
+        cache = HardExampleCache(cfg.num_classes, n, device=self.device)
         cache.add(images, labels, params, index, hardness_from_probs(probs, labels))
         hard = is_hard_from_probs(probs, labels, cfg.hard_margin)
         return cache, {"s_steps": 0, "s_hard_frac": float(hard.float().mean())}
+
+    def build_cache(self, cycle: int, progress: Progress | None = None) -> tuple[HardExampleCache, dict[str, Any]]:
+        """This cycle's added samples from ``config.source``, with ``mix_random`` of each class
+        replaced by plain recipe draws (one cache: the learned part first)."""
+        cfg = self.config
+        n_random = round(cfg.mix_random * cfg.hard_per_class) if cfg.source != "random" else 0
+        n_learned = cfg.hard_per_class - n_random
+        cache, record = HardExampleCache(cfg.num_classes, cfg.hard_per_class, device=self.device), {}
+        if n_learned and cfg.source == "terse":
+            cache, record = self.run_synthesizer_phase(cycle, progress, n_learned)
+        elif n_learned:
+            cache, record = self.run_random_phase(cycle, n_learned, k=cfg.worst_k if cfg.source == "worst_of_k" else 1)
+        if n_random:
+            mixed, _ = self.run_random_phase(cycle, n_random, key="mix-random")
+            cache = merge_caches([cache, mixed], cfg.num_classes, cfg.hard_per_class, self.device)
+            record["mix_random_added"] = len(mixed)
+        return cache, record
 
     def training_sources(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """T's training set: the real digits plus every cache so far (or only the latest)."""
@@ -413,7 +472,14 @@ class TerseClassificationLoop:
         for group in self.opt_t.param_groups:
             group["lr"] = lr
         sources = self.training_sources()
-        subsample = [cfg.t_real_per_epoch] + [None] * (len(sources) - 1)
+        subsample = [cfg.t_real_per_epoch] + [cfg.t_synthetic_per_epoch] * (len(sources) - 1)
+
+        def on_step(task: str, done: int, total: int) -> None:  # fit_classifier reports after every optimiser step
+            if self.ema is not None:
+                self.ema.update_parameters(self.target)
+            if progress is not None:
+                progress(task, done, total)
+
         with freeze(self.synthesizer), scoped_rng(derive_seed(cfg.seed, "T-dropout", cycle), self.device):
             stats = fit_classifier(
                 self.target,
@@ -424,13 +490,31 @@ class TerseClassificationLoop:
                 batch_size=cfg.t_batch_size,
                 generator=make_generator(cfg.seed, "T", cycle),
                 subsample=subsample,
-                progress=progress,
+                progress=on_step if (self.ema is not None or progress is not None) else None,
                 task=f"cycle {cycle}: target",
             )
         self.target.eval()
         return {"t_loss": stats["loss"], "lr_t": lr, "t_samples_per_epoch": int(stats["samples"]), "synthetic_total": sum(len(c) for c in self.caches)}
 
-    # ------------------------------------------------------------------ the run
+    # ------------------------------------------------------------------ diagnostics and the run
+
+    def _diag_real(self, n: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed random subset of the real digits for the diversity ratio."""
+        pick = torch.randperm(self.images.shape[0], generator=make_generator(self.config.seed, "diagnostics"))[:n].to(self.device)
+        return self.images[pick], self.labels[pick]
+
+    def diagnose(self, cache: HardExampleCache) -> dict[str, Any]:
+        """Diagnostics of a cycle's added set before T trains on it (:mod:`~synthloop.loops.terse_diagnostics`)."""
+        if not len(cache):
+            return {}
+        cfg = self.config
+        out = added_set_diagnostics(
+            cache.images, cache.labels, cache.params, self.images[cache.source_index], ranges=self._ranges(), reference=self.reference,
+            clean=self.clean, clean_real_acc=self.clean_real_acc, num_classes=cfg.num_classes, batch_size=cfg.eval_batch_size,
+        )  # fmt: skip
+        if "readability" in out:
+            out["unrecognised_frac"] = 1.0 - float(out["readability"])
+        return out
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -454,6 +538,10 @@ class TerseClassificationLoop:
         }
         if self.discriminator is not None and self.opt_d is not None:
             state.update(discriminator=self.discriminator.state_dict(), opt_d=self.opt_d.state_dict())
+        if self.ema is not None:
+            state["teacher"] = self.ema.state_dict()
+        if self.config.s_replay:
+            state["replay"] = self.replay.state_dict()
         return state
 
     def _check_resumable(self, saved: dict[str, Any], path: Path) -> None:
@@ -471,6 +559,9 @@ class TerseClassificationLoop:
                 raise InputError("the checkpoint has no discriminator state", file=path, field="discriminator")
             self.discriminator.load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["opt_d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["teacher"])
+        self.replay.load_state_dict(state.get("replay", []))
         self.history = list(state["history"])
         self.completed_cycles = int(state["cycle"])
         sizes = list(state["cache_sizes"])
@@ -536,10 +627,7 @@ class TerseClassificationLoop:
             cycle = self.completed_cycles + 1
             t0 = time.perf_counter()
             try:
-                if cfg.source == "terse":
-                    cache, record = self.run_synthesizer_phase(cycle, progress)
-                else:
-                    cache, record = self.run_random_phase(cycle)
+                cache, record = self.build_cache(cycle, progress)
             except NonFiniteError as exc:
                 self._record_fault(exc, cycle)
             t1 = time.perf_counter()
@@ -547,14 +635,16 @@ class TerseClassificationLoop:
             if len(cache):
                 record["cache_hardness_mean"] = float(cache.hardness.mean())
             self.caches.append(cache)  # one per cycle, possibly empty (then it adds nothing to T's data)
-            if self.reference is not None and len(cache):
-                record["unrecognised_frac"] = unrecognised_fraction(
-                    self.reference, cache.images, cache.labels, num_classes=cfg.num_classes, batch_size=cfg.eval_batch_size
-                )
+            record.update(self.diagnose(cache))
             try:
                 record.update(self.run_target_phase(cycle, progress))
             except NonFiniteError as exc:
                 self._record_fault(exc, cycle)
+            if len(cache):
+                real = self._diag_real()
+                record["diversity"] = diversity_ratio(
+                    self.target, (cache.images, cache.labels), real, num_classes=cfg.num_classes, batch_size=cfg.eval_batch_size
+                )
             t2 = time.perf_counter()
             record.update(s_seconds=t1 - t0, t_seconds=t2 - t1)
             if evaluate is not None:
@@ -581,3 +671,6 @@ class TerseClassificationLoop:
             )
             files["model"] = str(self.run_dir / exported["file"])
         return TerseRunResult(self.history, self.caches, self.completed_cycles, finished, self.run_dir, exported, files)
+
+
+__all__ = ["RangesConfig", "SynthBatch", "TerseClassificationConfig", "TerseClassificationLoop", "TerseRunResult", "fit_translation"]

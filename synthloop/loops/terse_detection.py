@@ -56,7 +56,17 @@ S's and D's optimisers, history, the kept scenes' params, step counters; written
 after every cycle), ``history.json`` and ``scenes.json`` (every kept scene's params). T's
 optimiser is created afresh by ``train_detector`` in every cycle, so it needs no saving. Write the
 kept scenes as a COCO data set with :func:`write_synthetic_coco`.
-Measured speed and budgets: ``benchmarks/detection.py`` and ``benchmarks/results/detection.json``.
+Measured speed and budgets: ``benchmarks/detection.py`` and ``benchmarks/results/detection*.json``.
+
+Plausible hard scenes (issue 11; each a config value, all off by default): ``objective="teacher"``
+adds ``teacher_weight * bound(L_teacher)`` to S's loss, a teacher detector (a frozen copy of T at
+the start, or an EMA of T) that must still detect the objects (gradient to S only;
+:mod:`~synthloop.loops.terse_detection_objectives`); ``constraints`` learns scale, aspect (tied to
+the source), overlap and position limits from the real boxes and bounds rotation
+(:mod:`~synthloop.loops.scene_constraints`; overlaps beyond the real set's are dropped from every
+generated scene); ``s_noise_dim`` makes S stochastic (starting at the random sampler's centre);
+``s_replay`` draws each generation batch's S from the last snapshots; ``mix_random`` makes a share of
+each cycle's composites by random paste; ``worst_of_k`` keeps, per slot, the hardest of k random scenes.
 """
 
 from __future__ import annotations
@@ -70,23 +80,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from synthloop.compose.batch import SceneComposite
 from synthloop.compose.params import ArtefactParams, BlendSpec, CutoutFrame, ObjectParams, SceneParams
-from synthloop.compose.scene_batch import canvas_batch, composite_batch, cutouts, labelled_objects
-from synthloop.data.dataset import Annotation, ImageEntry
+from synthloop.compose.scene_batch import canvas_batch, composite_batch, cutouts
 from synthloop.errors import InputError
 from synthloop.functional.losses import d_loss, g_loss
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.detection_training import train_detector
 from synthloop.loops.faults import NonFiniteError, check_step, finite_backward, record_event
+from synthloop.loops.scene_constraints import SceneConstraints, drop_overlaps, learn_constraints, tie_aspect
 from synthloop.loops.terse_detection_config import SceneTerseConfig
+from synthloop.loops.terse_detection_objectives import ema_update, make_teacher, pick_synth, snapshot, worst_of_k_layout, zero_last_linear
+from synthloop.loops.terse_detection_scenes import SyntheticScene, _composite_scene, _labels, replay_scene, write_synthetic_coco
 from synthloop.loops.training import scoped_rng
 from synthloop.models.cpu_backend import guard_strided_1x1_convs
-from synthloop.models.detection import MIN_BOX_SIZE, DetectionTarget, LabelMap, is_hard_from_confidence
+from synthloop.models.detection import DetectionTarget, LabelMap, is_hard_from_confidence
 from synthloop.models.discriminator import PatchDiscriminator
 from synthloop.models.synthesizer import SceneSynthesizer, to_color_params
 from synthloop.models.targets import freeze
@@ -101,20 +112,6 @@ ANCHOR_EPS = 1e-3
 
 
 @dataclass
-class SyntheticScene:
-    """One composite with its labels: ``image`` ``(3, H, W)`` in [0, 1]; ``target`` ``{"boxes":
-    (N, 4) float xyxy px, "labels": (N,) int64 1..C}`` of the labelled (visible) objects;
-    ``category_ids`` their COCO ids; ``confidence`` ``(N,)`` T's confidence on each when the scene
-    was generated (NaN when unknown); ``params`` enough to replay the image exactly."""
-
-    image: torch.Tensor
-    target: dict[str, torch.Tensor]
-    category_ids: list[int]
-    confidence: torch.Tensor
-    params: SceneParams
-
-
-@dataclass
 class SceneTerseResult:
     """What :meth:`SceneTerse.run` leaves: every kept composite in order and the per-cycle history."""
 
@@ -122,45 +119,6 @@ class SceneTerseResult:
     history: list[dict[str, Any]]
     completed_cycles: int = 0
     out_dir: Path | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# labels and replay
-
-
-def _labels(comp: SceneComposite, i: int, params: SceneParams, label_map: LabelMap) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
-    """Target of composite ``i``: the objects visible enough with a box of at least MIN_BOX_SIZE.
-    Returns ``(target, category_ids, object positions k)``."""
-    boxes, keep = labelled_objects(comp, i, params, MIN_BOX_SIZE)
-    cats = [int(params.objects[k].category_id) for k in keep]
-    labels = [label_map.label(c, field=f"objects[{k}].category_id") for c, k in zip(cats, keep)]
-    return {"boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64)}, cats, keep
-
-
-def replay_scene(params: SceneParams | Mapping[str, Any], foregrounds: Any, backgrounds: Any, label_map: LabelMap) -> SyntheticScene:
-    """Composite a scene again from its ``params`` (bit-identical to the kept one: same code, batch
-    of 1); a dict is read with :meth:`SceneParams.from_dict` (older versions included).
-
-    ``confidence`` is the one recorded at generation (NaN when the params hold none).
-
-    Raises:
-        InputError: params of a newer version or without a frame, or a category missing from ``label_map``.
-    """
-    if not isinstance(params, SceneParams):
-        params = SceneParams.from_dict(dict(params))
-    return _composite_scene(params, foregrounds, backgrounds, label_map)
-
-
-def _composite_scene(params: SceneParams, foregrounds: Any, backgrounds: Any, label_map: LabelMap, canvas: torch.Tensor | None = None) -> SyntheticScene:
-    """:func:`replay_scene`; ``canvas`` ``(1, 3, H, W)`` is the scene's background with artefacts when
-    already rendered by :func:`~synthloop.compose.scene_batch.canvas_batch` (a deterministic
-    function of the params, so reusing it changes no bit)."""
-    with torch.no_grad():
-        _, comp = composite_batch([params], foregrounds, backgrounds, canvas_in=None if canvas is None else canvas.cpu())
-    target, cats, _ = _labels(comp, 0, params, label_map)
-    conf = params.meta.get("confidence")
-    confidence = torch.tensor(conf, dtype=torch.float32) if conf is not None else torch.full((len(cats),), float("nan"))
-    return SyntheticScene(comp.image[0].detach().cpu(), target, cats, confidence, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +168,7 @@ class SceneTerse:
         label_map: LabelMap | None = None,
         synthesizer: nn.Module | None = None,
         discriminator: nn.Module | None = None,
+        teacher: DetectionTarget | None = None,
         device: torch.device | str = "cpu",
     ):
         self.config = cfg = config
@@ -243,6 +202,10 @@ class SceneTerse:
         self.foregrounds = foregrounds
         self.backgrounds = backgrounds
         self.param_ranges = cfg.ranges.to_param_ranges(self.canvas)
+        self.constraints: SceneConstraints | None = None
+        if cfg.constraints:  # plausibility learned from the real boxes: narrowed ranges, sy = sx, overlaps dropped
+            self.constraints = learn_constraints(self.real_targets, self.canvas, fg_size=cfg.fg_size, fg_fill=cfg.fg_fill, max_rotation=cfg.max_rotation)
+            self.param_ranges = self.constraints.ranges(self.param_ranges, cfg.fg_fill * cfg.fg_size)
         lo, hi = self.param_ranges.bounds()
         self._aff_lo, self._aff_hi = torch.tensor(lo), torch.tensor(hi)
         plo, phi = cfg.photometric_ranges.to_photometric_ranges().bounds()
@@ -260,7 +223,10 @@ class SceneTerse:
                         branch_channels=cfg.s_branch_channels,
                         input_size=(cfg.s_input_size, cfg.s_input_size),
                         dropout=cfg.s_dropout,
+                        noise_dim=cfg.s_noise_dim,
                     )
+                    if cfg.s_noise_dim:  # stochastic S starts at the random sampler's centre
+                        zero_last_linear(synthesizer.regressor)
                 self.synthesizer = synthesizer.to(self.device)
                 if cfg.discriminator:
                     self.discriminator = (discriminator if discriminator is not None else PatchDiscriminator(3, width=cfg.d_width)).to(self.device)
@@ -272,6 +238,12 @@ class SceneTerse:
         self.completed_cycles = 0
         self.counters = {"s": 0, "d": 0}
         self.last_generation: dict[str, int] = {}
+        # the teacher (objective "teacher"): a frozen copy, never trained by a gradient (EMA only)
+        self.teacher = make_teacher(self.target, teacher) if cfg.objective == "teacher" else None
+        if self.teacher is not None:
+            self.teacher.model.to(self.device)
+        self.s_buffer: list[dict[str, torch.Tensor]] = []  # S snapshots (s_replay)
+        self._s_scratch: nn.Module | None = None
 
     # ------------------------------------------------------------------ sampling and rendering
 
@@ -283,9 +255,9 @@ class SceneTerse:
         p[:, 5] = p[:, 4].clamp(float(self._aff_lo[5]), float(self._aff_hi[5]))
         return p.tolist()
 
-    def sample_layout(self, g: torch.Generator, cycle: int = 0) -> SceneParams:
+    def sample_layout(self, g: torch.Generator, cycle: int = 0, random: bool = False) -> SceneParams:
         """Everything random about a composite except S's outputs: background, foregrounds, blend,
-        artefact; with ``synthesizer="random"`` also the placements (and photometrics)."""
+        artefact; with ``synthesizer="random"`` (or ``random``) also the placements (and photometrics)."""
         cfg = self.config
         k = cfg.num_objects
         bg = self.backgrounds.sample_one(self.canvas, g)
@@ -297,7 +269,7 @@ class SceneTerse:
             shape_index = int(torch.randint(len(self.foregrounds), (), generator=g))
             artefacts = [ArtefactParams(shape_index, self._uniform_affine(g, 1)[0], blend)]
         objects = [ObjectParams(int(i), self._fg_categories[int(i)], [], photometric=None, blend=blend, cleanup=cfg.cleanup) for i in index]
-        if cfg.synthesizer == "terse":
+        if cfg.synthesizer == "terse" and not random:
             for o, u in zip(objects, torch.rand(k, 2, generator=g, dtype=torch.float64).tolist()):
                 o.anchor = [float(v) for v in u]
         else:
@@ -318,10 +290,13 @@ class SceneTerse:
         rgb, alpha = cutouts(layouts, self.foregrounds)
         return torch.cat([rgb, alpha], 2).to(self.device), canvas_batch(layouts, self.foregrounds, self.backgrounds, device=self.device)
 
-    def _place(self, layouts: Sequence[SceneParams], canvas: torch.Tensor, rgba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """S's placements ``(B, K, 6)`` and photometrics ``(B, K, 4)`` (or None), differentiable."""
-        assert self.synthesizer is not None
-        out = self.synthesizer(rgba, canvas)
+    def _place(
+        self, layouts: Sequence[SceneParams], canvas: torch.Tensor, rgba: torch.Tensor, noise: torch.Tensor | None = None, synth: nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """S's (or ``synth``'s) placements ``(B, K, 6)`` and photometrics ``(B, K, 4)`` (or None), differentiable."""
+        synth = synth if synth is not None else self.synthesizer
+        assert synth is not None
+        out = synth(rgba, canvas, noise=noise)
         photo = to_color_params(out["photometric"]) if "photometric" in out else None
         # translation relative to a random anchor per object (see the module docstring): at raw
         # output 0 an object sits at its anchor, and S moves it anywhere inside the range
@@ -331,7 +306,12 @@ class SceneTerse:
         hi = self._aff_hi[1:3].to(self.device, out["raw"].dtype)
         t = torch.lerp(lo, hi, torch.sigmoid(torch.logit(u) + out["raw"][..., 1:3]))
         params = torch.cat([out["params"][..., :1], t, out["params"][..., 3:]], -1)
-        return params, photo
+        return (tie_aspect(params) if self.constraints is not None else params), photo
+
+    def _noise(self, g: torch.Generator, b: int) -> torch.Tensor | None:
+        """Stochastic S's noise ``(b, s_noise_dim)`` from ``g`` (nothing drawn without it)."""
+        d = self.config.s_noise_dim
+        return torch.randn(b, d, generator=g).to(self.device) if d else None
 
     def composite(self, layouts: Sequence[SceneParams], affine: torch.Tensor | None = None, photometric: torch.Tensor | None = None) -> SceneComposite:
         """Render ``layouts`` (with ``affine``/``photometric`` overriding their numbers) as one batch."""
@@ -370,15 +350,20 @@ class SceneTerse:
         cfg = self.config
         step, g = self._next_step("s", "S-pairs")
         layouts = [self.sample_layout(g, self.completed_cycles + 1) for _ in range(cfg.batch_size)]
+        noise = self._noise(g, cfg.batch_size)
         rgba, canvas = self._synth_inputs(layouts)
         out: dict[str, float] = {}
         with scoped_rng(derive_seed(cfg.seed, "S-dropout", step), self.device), self._frozen(self.target.model, self.discriminator):
             self.synthesizer.train()
-            affine, photo = self._place(layouts, canvas, rgba)
+            affine, photo = self._place(layouts, canvas, rgba, noise)
             comp = composite_batch(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photo, canvas_in=canvas, device=self.device)[1]
             targets = self._targets(comp, layouts)
             loss_t = self.target.loss(comp.image, targets)
             loss = -self._bound(loss_t)
+            if self.teacher is not None:  # the teacher must still detect the objects: its loss is a penalty (gradient to S only)
+                loss_teacher = self.teacher.loss(comp.image, targets)
+                loss = loss + cfg.teacher_weight * self._bound(loss_teacher)
+                out["loss_teacher"] = float(loss_teacher.detach())
             if self.discriminator is not None:
                 adv = g_loss(self.discriminator(comp.image))
                 loss = loss + cfg.adv_weight * adv
@@ -396,9 +381,10 @@ class SceneTerse:
         with torch.no_grad():
             if self.synthesizer is None:
                 return self.composite(layouts).image
+            noise = self._noise(g, n)
             rgba, canvas = self._synth_inputs(layouts)
             with scoped_rng(dropout_seed, self.device), self._generation_mode():
-                affine, photo = self._place(layouts, canvas, rgba)
+                affine, photo = self._place(layouts, canvas, rgba, noise)
             return composite_batch(layouts, self.foregrounds, self.backgrounds, affine=affine, photometric=photo, canvas_in=canvas, device=self.device)[1].image
 
     def d_step(self, real: torch.Tensor | None = None, fake: torch.Tensor | None = None) -> dict[str, float]:
@@ -420,9 +406,9 @@ class SceneTerse:
         return {"loss_d": float(loss.detach())}
 
     @contextlib.contextmanager
-    def _generation_mode(self):
+    def _generation_mode(self, synth: nn.Module | None = None):
         """S in ``eval()`` (BatchNorm running statistics) with its dropout layers active; restored after."""
-        s = self.synthesizer
+        s = synth if synth is not None else self.synthesizer
         if s is None:
             yield
             return
@@ -439,37 +425,64 @@ class SceneTerse:
 
     def generate(self, n: int, *, keep: str | None = None, generator: torch.Generator | None = None) -> list[SyntheticScene]:
         """Generate composites and keep up to ``n`` (``keep`` ``"hard"`` or ``"all"``, default the
-        config's), trying at most ``max_candidates_per_cycle``. ``self.last_generation`` then holds
-        ``tried``, ``scored`` (with labelled objects), ``hard`` and ``kept``."""
+        config's), trying at most ``max_candidates_per_cycle``; ``mix_random`` of the ``n`` come from
+        plain random paste (kept without the hardness filter). ``self.last_generation`` then holds
+        ``tried``, ``scored`` (with labelled objects), ``hard``, ``kept`` and ``dropped_overlaps``."""
         cfg = self.config
         keep = keep or cfg.keep
         if keep not in ("hard", "all"):
             raise InputError(f"keep must be 'hard' or 'all', got {keep!r}", field="keep")
         cycle = self.completed_cycles + 1
         g = generator if generator is not None else make_generator(cfg.seed, "generate", cycle)
+        n_random = round(cfg.mix_random * n) if self.synthesizer is not None else 0
+        stats = {"tried": 0, "scored": 0, "hard": 0, "kept": 0, "dropped_overlaps": 0}
+        kept = self._generate(n - n_random, keep, g, cycle, self.synthesizer is None, cfg.max_candidates_per_cycle - n_random, stats)
+        if n_random:
+            kept += self._generate(n_random, "all", g, cycle, True, n_random, stats)
+        self.last_generation = stats
+        return kept
+
+    def plausible(self, p: SceneParams) -> SceneParams:
+        """``p`` with the objects that overlap more than the real set allows dropped (constraints on)."""
+        if self.constraints is None:
+            return p
+        p, dropped = drop_overlaps(p, self.foregrounds, self.backgrounds, self.constraints.max_iou)
+        p.meta["dropped_overlaps"] = dropped
+        return p
+
+    def _generate(self, n: int, keep: str, g: torch.Generator, cycle: int, random: bool, cap: int, stats: dict[str, int]) -> list[SyntheticScene]:
+        cfg = self.config
         kept: list[SyntheticScene] = []
-        tried = scored = hard_count = 0
-        while len(kept) < n and tried < cfg.max_candidates_per_cycle:
-            b = min(cfg.batch_size, cfg.max_candidates_per_cycle - tried)
-            layouts = [self.sample_layout(g, cycle) for _ in range(b)]
-            dropout_seed = int(torch.randint(0, 2**62, (), generator=g))
+        tried = 0
+        while len(kept) < n and tried < cap:
+            b = min(cfg.batch_size, cap - tried)
             canvas = None
-            if self.synthesizer is not None:
+            if random:
+                layouts = [
+                    worst_of_k_layout(self, g, cycle) if cfg.worst_of_k > 1 else self.plausible(self.sample_layout(g, cycle, random=True)) for _ in range(b)
+                ]
+            else:
+                layouts = [self.sample_layout(g, cycle) for _ in range(b)]
+                dropout_seed = int(torch.randint(0, 2**62, (), generator=g))
+                noise = self._noise(g, b)
+                synth, j = pick_synth(self, g)
                 with torch.no_grad():
                     rgba, canvas = self._synth_inputs(layouts)
-                    with scoped_rng(dropout_seed, self.device), self._generation_mode():
-                        affine, photo = self._place(layouts, canvas, rgba)
+                    with scoped_rng(dropout_seed, self.device), self._generation_mode(synth):
+                        affine, photo = self._place(layouts, canvas, rgba, noise, synth)
                 for i, p in enumerate(layouts):
                     for k, o in enumerate(p.objects):
                         o.affine = affine[i, k].detach().cpu().tolist()
                         if photo is not None:
                             o.photometric = photo[i, k].detach().cpu().tolist()
+                    if cfg.s_replay:
+                        p.meta["s_snapshot"] = j
+                layouts = [self.plausible(p) for p in layouts]  # the canvas (background + artefact) does not depend on the objects
             # the canvases S saw are reused on the CPU only (replay renders on the CPU)
             reuse = canvas is not None and self.device.type == "cpu"
             # one scene at a time, through replay's code, so a kept scene replays bit-identically
             rendered = [
-                _composite_scene(p, self.foregrounds, self.backgrounds, self.label_map, canvas[i : i + 1] if reuse else None)
-                for i, p in enumerate(layouts)
+                _composite_scene(p, self.foregrounds, self.backgrounds, self.label_map, canvas[i : i + 1] if reuse else None) for i, p in enumerate(layouts)
             ]
             has = [i for i, s in enumerate(rendered) if s.target["labels"].numel()]
             conf: dict[int, torch.Tensor] = {}
@@ -481,18 +494,20 @@ class SceneTerse:
                         conf[i] = c.detach().float().cpu()
             for i, scene in enumerate(rendered):
                 tried += 1
+                stats["tried"] += 1
+                stats["dropped_overlaps"] += int(scene.params.meta.get("dropped_overlaps", 0))
                 if i in conf:
-                    scored += 1
+                    stats["scored"] += 1
                     is_hard = is_hard_from_confidence(conf[i], cfg.hard_threshold)
-                    hard_count += int(is_hard)
+                    stats["hard"] += int(is_hard)
                     if keep == "all" or is_hard:
                         scene.confidence = conf[i]
                         scene.params.meta["confidence"] = [float(v) for v in conf[i].tolist()]
-                        scene.params.meta["index"] = tried - 1
+                        scene.params.meta["index"] = stats["tried"] - 1
                         kept.append(scene)
                 if len(kept) >= n:
                     break
-        self.last_generation = {"tried": tried, "scored": scored, "hard": hard_count, "kept": len(kept)}
+        stats["kept"] += len(kept)
         return kept
 
     # ------------------------------------------------------------------ phases
@@ -521,6 +536,8 @@ class SceneTerse:
         t2 = time.perf_counter()
         self.scenes.extend(new)
         gen = self.last_generation
+        if cfg.s_replay and self.synthesizer is not None:  # this cycle's S joins the buffer (the oldest leaves)
+            self.s_buffer = [*self.s_buffer, snapshot(self.synthesizer)][-cfg.s_replay :]
         if progress is not None:
             progress(f"cycle {cycle}: generation", gen["kept"], cfg.hard_per_cycle)
         syn_images = torch.stack([s.image for s in self.scenes]) if self.scenes else None
@@ -542,6 +559,8 @@ class SceneTerse:
             progress=t_progress,
         )
         self.target.model.eval()
+        if self.teacher is not None and cfg.teacher == "ema":
+            ema_update(self.teacher.model, self.target.model, cfg.teacher_ema)
         t3 = time.perf_counter()
         d_rows = []
         if self.discriminator is not None:
@@ -556,6 +575,8 @@ class SceneTerse:
             s_loss=_mean(rows, "loss_s"),
             s_target_loss=_mean(rows, "loss_t"),
             s_adv_loss=_mean(rows, "loss_adv"),
+            s_teacher_loss=_mean(rows, "loss_teacher"),
+            dropped_overlaps=gen["dropped_overlaps"] if self.constraints is not None else None,
             s_objects_per_image=_mean(rows, "objects"),
             s_skipped=int(sum(r.get("skipped", 0.0) for r in rows)),
             candidates_tried=gen["tried"],
@@ -595,6 +616,10 @@ class SceneTerse:
             state.update(synthesizer=self.synthesizer.state_dict(), opt_s=self.opt_s.state_dict())
         if self.discriminator is not None and self.opt_d is not None:
             state.update(discriminator=self.discriminator.state_dict(), opt_d=self.opt_d.state_dict())
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.model.state_dict()
+        if self.s_buffer:
+            state["s_buffer"] = list(self.s_buffer)
         return state
 
     def load_state(self, state: Mapping[str, Any], path: Path | None = None) -> None:
@@ -612,6 +637,9 @@ class SceneTerse:
         if self.discriminator is not None and self.opt_d is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["opt_d"])
+        if self.teacher is not None:
+            self.teacher.model.load_state_dict(state["teacher"])
+        self.s_buffer = list(state.get("s_buffer", []))
         self.history = json.loads(state["history"])
         self.counters = {k: int(v) for k, v in state["counters"].items()}
         self.completed_cycles = int(state["cycle"])
@@ -658,40 +686,6 @@ class SceneTerse:
                 atomic_write_json(out / "history.json", self.history)
                 atomic_write_json(out / "scenes.json", [s.params.to_dict() for s in self.scenes], indent=None)
         return SceneTerseResult(list(self.scenes), list(self.history), self.completed_cycles, out)
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-
-
-def write_synthetic_coco(scenes: Sequence[SyntheticScene], out_dir: str | Path, label_map: LabelMap) -> Path:
-    """Write ``scenes`` as a COCO data set: ``out_dir/images/000001.png`` ... (8-bit PNG) and
-    ``out_dir/annotations.json`` (box-only annotations of the labelled objects with their
-    generation confidence in ``attributes``; every image's replay params in its ``attributes``
-    under ``"params"``), through :func:`synthloop.data.coco.write_coco_json`. Everything appears
-    at once (staged folder). Returns the path of ``annotations.json``."""
-    from synthloop.data._io import staged_dir
-    from synthloop.data.coco import ANNOTATIONS_FILE, write_coco_json
-    from synthloop.data.images import encode_png
-    from synthloop.utils.atomic import atomic_write_bytes
-
-    out_dir = Path(out_dir)
-    entries = []
-    with staged_dir(out_dir) as stage:
-        for i, s in enumerate(scenes):
-            img = s.image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-            name = f"images/{i + 1:06d}.png"
-            atomic_write_bytes(stage / name, encode_png(np.ascontiguousarray(img)))
-            H, W = img.shape[:2]
-            anns = []
-            boxes = s.target["boxes"].detach().double().cpu().reshape(-1, 4).tolist()
-            conf = s.confidence.detach().cpu().tolist() if s.confidence.numel() == len(boxes) else [float("nan")] * len(boxes)
-            for (x0, y0, x1, y1), label, c in zip(boxes, s.target["labels"].tolist(), conf):
-                attrs = {"confidence": float(c)} if math.isfinite(c) else {}
-                anns.append(Annotation(category_id=label_map.category_id(int(label)), bbox=(x0, y0, x1 - x0, y1 - y0), attributes=attrs))
-            entries.append(ImageEntry(id=i + 1, file_name=name, width=W, height=H, annotations=anns, attributes={"params": s.params.to_dict()}))
-        write_coco_json(stage / ANNOTATIONS_FILE, entries, label_map.categories, info={"description": "TERSE synthetic composites (synthloop.loops.terse_detection)"})
-    return out_dir / ANNOTATIONS_FILE
 
 
 __all__ = ["SceneTerse", "SceneTerseResult", "SyntheticScene", "replay_scene", "write_synthetic_coco"]

@@ -123,6 +123,24 @@ class SceneTerseConfig(Config):
     s_branch_channels: int = Field(64, ge=1)
     s_input_size: int = Field(64, ge=8, description="S resizes its inputs to this (needs >= 7 * 2^len(s_channels))")
     d_width: float = Field(0.25, gt=0.0, description="PatchDiscriminator width multiplier (paper: 1.0)")
+    # plausible hard scenes (issue 11): each off by default, so the paper's loop is unchanged
+    objective: Literal["paper", "teacher"] = Field(
+        "paper",
+        description="'teacher': S's loss adds teacher_weight * the teacher detector's loss on the composite (the teacher must still detect the objects)",
+    )
+    teacher: Literal["frozen", "ema"] = Field("frozen", description="the teacher: a frozen copy of T at the start (or the one passed in), or an EMA of T")
+    teacher_weight: float = Field(
+        1.0, ge=0.0,
+        description="weight of the teacher's (bounded) loss in S's loss; a teacher equal to T (the default copy, or the EMA at the start) cancels T's term "
+        "at weight 1 until T moves: pass a teacher trained otherwise (SceneTerse(teacher=...); the benchmark uses the random-paste detector) or use a weight < 1",
+    )  # fmt: skip
+    teacher_ema: float = Field(0.5, ge=0.0, le=1.0, description="teacher='ema': teacher <- ema * teacher + (1 - ema) * T after every T phase")
+    constraints: bool = Field(False, description="plausibility constraints learned from the real set (scene_constraints.learn_constraints)")
+    max_rotation: float = Field(10.0, ge=0.0, description="constraints: |angle| bound in degrees")
+    s_noise_dim: int = Field(0, ge=0, description="stochastic S: a Gaussian noise vector of this length enters S's regressor, whose last layer starts at zero")
+    s_replay: int = Field(0, ge=0, description="S snapshots kept (one per cycle); each generation batch uses one drawn from them and the current S")
+    mix_random: float = Field(0.0, ge=0.0, le=1.0, description="share of each cycle's kept composites made by plain random paste")
+    worst_of_k: int = Field(1, ge=1, description="random paste: k random scenes per slot, the one with T's highest loss kept")
 
     @field_validator("blend_modes")
     @classmethod
@@ -157,4 +175,4 @@ class SceneTerseConfig(Config):
         return self
 
 
-__all__ = ["PhotometricRangesConfig", "SceneRangesConfig", "SceneTerseConfig", "TORCH_BLEND_MODES"]
+__all__ = ["TORCH_BLEND_MODES", "PhotometricRangesConfig", "SceneRangesConfig", "SceneTerseConfig"]

@@ -5,6 +5,9 @@ over-subscribes the CPUs (one detector step took 4.4 s with 2 threads against 0.
 the load average was 4-6). The default here is derived from the CPUs this process may use
 (``os.sched_getaffinity``), divided among worker processes, and drops to 1 when the machine is
 already busy (1-minute load average at least the usable CPUs).
+
+Every training / generation command takes ``--threads N``, and the job configs it reads a
+``threads: N`` key (``null`` = the default); the command line wins over the config.
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ def default_threads(workers: int = 1) -> tuple[int, str]:
     return per, f"{cpus} usable CPU(s) / {max(1, workers)} process(es)"
 
 
-def use_threads(threads: int | None = None, workers: int = 1) -> tuple[int, str]:
-    """Set torch's intra-op threads to ``threads`` (``None``: :func:`default_threads`); returns ``(n, why)``."""
+def use_threads(threads: int | None = None, workers: int = 1, configured: int | None = None) -> tuple[int, str]:
+    """Set torch's intra-op threads and return ``(n, why)``: ``threads`` (``--threads``) when
+    given, else ``configured`` (the job config's ``threads`` key), else :func:`default_threads`."""
     import torch
 
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        n, why = int(threads), "--threads"
+    for value, why in ((threads, "--threads"), (configured, "config threads")):
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"threads must be >= 1, got {value}")
+            n = int(value)
+            break
     else:
         n, why = default_threads(workers)
     torch.set_num_threads(n)

@@ -2,12 +2,11 @@ import json
 
 import numpy as np
 from PIL import Image
+from refine_helpers import TINY, _config, _folder, data  # noqa: F401  (data is a fixture)
 from typer.testing import CliRunner
 
 from synthloop.cli import app
 from synthloop.loops.refine.divergence import DivergenceConfig
-
-from refine_helpers import TINY, _config, _folder, data  # noqa: E402, F401  (data is a fixture)
 
 runner = CliRunner()
 
@@ -51,7 +50,13 @@ def test_mrgan_and_pixelda_through_the_command(data):
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "mr" / "real_mapped").rglob("*.png"))) == 6
     assert len(list((tmp_path / "mr" / "refined").rglob("*.png"))) == 8
-    pix = {"generator": {"base_channels": 4, "n_blocks": 1}, "discriminator": {"width": 0.0625}, "classifier": {"widths": [4], "blocks_per_stage": 1}, "batch_size": 4, "steps": 2}
+    pix = {
+        "generator": {"base_channels": 4, "n_blocks": 1},
+        "discriminator": {"width": 0.0625},
+        "classifier": {"widths": [4], "blocks_per_stage": 1},
+        "batch_size": 4,
+        "steps": 2,
+    }
     cfg = _config(tmp_path, syn, real, method="pixelda", pixelda=pix)
     r = runner.invoke(app, ["refine", str(cfg), "--out", str(tmp_path / "pix")])
     assert r.exit_code == 0, r.output
@@ -113,3 +118,20 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(data):
     (tmp_path / "killed_early" / "checkpoint.pt").unlink()
     r = runner.invoke(app, ["refine", str(cfg), "cyclegan.lambda_cycle=5", "--out", str(tmp_path / "killed_early"), "--resume"])
     assert r.exit_code == 2 and "cyclegan.lambda_cycle" in r.output
+
+
+def test_a_run_stopped_by_bad_input_leaves_nothing_behind(data):
+    """Mismatched class folders stop the run before it writes: the output folder is not created
+    (or, made empty before, stays empty), so the corrected command runs in it as it is."""
+    tmp_path, syn, real = data
+    other = _folder(tmp_path / "other", ["one", "three"], 2, seed=2)
+    for out in (tmp_path / "new", tmp_path / "made_empty"):
+        if out.name == "made_empty":
+            out.mkdir()
+        r = runner.invoke(app, ["refine", str(_config(tmp_path, syn, other, evaluation={"enabled": False})), "--out", str(out)])
+        assert r.exit_code == 2 and "different class subfolders" in r.output
+        assert not out.exists() or not any(out.iterdir())
+    for out in (tmp_path / "new", tmp_path / "made_empty"):
+        r = runner.invoke(app, ["refine", str(_config(tmp_path, syn, real, evaluation={"enabled": False})), "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert len(list((out / "refined").rglob("*.png"))) == 8

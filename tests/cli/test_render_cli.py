@@ -128,3 +128,23 @@ def test_worker_processes_write_the_same_dataset(tmp_path):
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
     one = sorted((tmp_path / "one").glob("images/*/*.png"))
     assert len(one) == 12 and all(p.read_bytes() == (tmp_path / "two" / p.relative_to(tmp_path / "one")).read_bytes() for p in one)
+
+
+def test_a_run_stopped_by_bad_input_leaves_nothing_behind(tmp_path):
+    """A truncated background photo fails while rendering: the output folder is not created (or,
+    made empty by the user before, stays empty), so the corrected command runs in it as it is."""
+    cfg = _config(tmp_path, count=3)
+    photos = tmp_path / "photos" / "p.png"
+    good = photos.read_bytes()
+    photos.write_bytes(good[: len(good) // 2])
+    for out in (tmp_path / "new", tmp_path / "made_empty"):
+        if out.name == "made_empty":
+            out.mkdir()
+        res = _render(cfg, "--out", out)
+        assert res.exit_code == 2 and "p.png" in res.output and "Traceback" not in res.output
+        assert (not out.exists() or not any(out.iterdir())) and not list(tmp_path.glob(f".{out.name}.*"))
+    photos.write_bytes(good)
+    for out in (tmp_path / "new", tmp_path / "made_empty"):
+        res = _render(cfg, "--out", out)  # no --overwrite needed
+        assert res.exit_code == 0, res.output
+        assert len(list(out.glob("images/*/*.png"))) == 3

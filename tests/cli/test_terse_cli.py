@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from synthloop.cli import app
 from synthloop.experiments.affnist import EfficiencyConfig
-from synthloop.loops.terse_classification import TerseClassificationConfig
 from synthloop.jobs.demo import run_terse_demo
+from synthloop.loops.terse_classification import TerseClassificationConfig
 
 runner = CliRunner()
 
@@ -27,12 +27,18 @@ def test_terse_train_stops_resumes_and_exports(tmp_path):
     assert "stopped after cycle 1 of 2" in first.output
     assert (out / "checkpoint.pt").is_file() and not (out / "target.pt2").exists()
 
+    first_run = (out / "run.json").read_bytes()
+    assert json.loads(first_run)["completed_cycles"] == 1 and json.loads(first_run)["all_cycles_done"] is False
+
     again = runner.invoke(app, ["terse-train", *TINY, "--out", str(out)])
     assert again.exit_code == 2 and "--resume" in again.output and "Traceback" not in again.output
+    assert (out / "run.json").read_bytes() == first_run  # refused before anything was replaced
 
     resumed = runner.invoke(app, ["terse-train", *TINY, "--out", str(out), "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert "finished" in resumed.output and "target.pt2" in resumed.output
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["resumed"]) == 1 and run["started"] == json.loads(first_run)["started"] and run["all_cycles_done"] is True
     history = json.loads((out / "history.json").read_text())
     assert [r["cycle"] for r in history] == [1, 2] and all(0.0 <= r["test_acc"] <= 1.0 for r in history)
     model = torch.export.load(str(out / "target.pt2")).module()
@@ -68,3 +74,16 @@ def test_terse_demo_writes_a_self_contained_report(tmp_path):
     assert all(0.0 <= acc <= 1.0 for _, acc in summary["terse"])
     assert result.summary["mnist_only_acc"] == summary["mnist_only_acc"]
     assert (tmp_path / "target.pt2").is_file() and (tmp_path / "target.json").is_file()
+
+
+def test_terse_train_stopped_by_bad_input_leaves_nothing_behind(tmp_path):
+    """Ten training digits miss some classes: the loop refuses them before anything is written,
+    so the corrected command runs in the same folder; the run then records run.json."""
+    out = tmp_path / "run"
+    bad = runner.invoke(app, ["terse-train", *TINY, "train_digits=10", "base_epochs=0", "--out", str(out)])
+    assert bad.exit_code == 2 and "no source digits of class" in bad.output and "Traceback" not in bad.output
+    assert not out.exists()
+    fixed = runner.invoke(app, ["terse-train", *TINY, "loop.cycles=1", "base_epochs=1", "--out", str(out), "--threads", "1"])
+    assert fixed.exit_code == 0, fixed.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["torch_threads"] == 1 and run["finished"] and run["completed_cycles"] == 1 and run["all_cycles_done"] is True

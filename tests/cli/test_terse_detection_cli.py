@@ -65,3 +65,24 @@ def test_bad_input_is_a_clear_error(tmp_path):
     bad_classes = runner.invoke(app, ["terse", str(EXAMPLES / "tiny_coco.yaml"), "model.num_classes=11", "--out", str(tmp_path / "o")])
     assert bad_classes.exit_code == 2 and "model.num_classes" in bad_classes.output and "3 categories" in bad_classes.output
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_stopped_by_bad_input_leaves_nothing_behind(tmp_path):
+    """A truncated background image is only decoded once the loop draws it, after the run wrote its
+    config, run.json and baseline: those are removed, so the corrected command runs in the same
+    folder (it used to fail with "the output folder is not empty")."""
+    import numpy as np
+    from PIL import Image
+
+    bgs = tmp_path / "bgs"
+    bgs.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(bgs / "a.jpg")
+    data = (bgs / "a.jpg").read_bytes()
+    (bgs / "a.jpg").write_bytes(data[: len(data) * 2 // 3])  # the header is intact
+    out = tmp_path / "o"
+    bad = runner.invoke(app, ["terse", str(EXAMPLES / "tiny_coco.yaml"), *FAST, f"backgrounds=[{bgs}]", "--out", str(out), "--quiet"])
+    assert bad.exit_code == 2 and "a.jpg" in bad.output and "truncated" in bad.output and "Traceback" not in bad.output
+    assert not out.exists()
+    fixed = runner.invoke(app, ["terse", str(EXAMPLES / "tiny_coco.yaml"), *FAST, "--out", str(out), "--quiet"])
+    assert fixed.exit_code == 0, fixed.output
+    assert (out / "report.html").is_file()

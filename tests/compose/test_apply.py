@@ -82,3 +82,30 @@ def test_the_alpha_support_window_holds_every_nonzero_warped_pixel():
         inner = full[y0 - fy0 : y1 - fy0, x0 - fx0 : x1 - fx0]
         assert (full > 0).sum() == (inner > 0).sum() > 0  # nothing non-zero outside the small window
         assert (small[2] - small[0]) * (small[3] - small[1]) < full.size
+
+
+def test_visible_masks_are_windows_of_the_canvas_mask():
+    inst, bg = square_instances(), SolidBackgrounds((0.2, 0.3, 0.4))
+    cfg = SceneConfig(canvas=(96, 128), objects=(3, 5))
+    for seed in range(4):
+        r = apply_scene(sample_scene(cfg, inst, bg, torch.Generator().manual_seed(seed)), inst, bg)
+        for o in r.objects:
+            full = o.mask
+            assert full.shape == (96, 128) and full.flags.f_contiguous
+            assert full.sum() == o.visible_area == o.window_mask.sum()
+            if o.visible_area:
+                rows, cols = np.flatnonzero(full.any(1)), np.flatnonzero(full.any(0))
+                assert o.box == (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+        # visible masks never overlap
+        assert (np.sum([o.mask for o in r.objects], 0) <= 1).all()
+
+
+def test_cached_rgba_is_read_only_and_the_render_repeats():
+    inst, bg = square_instances(), SolidBackgrounds((0.2, 0.3, 0.4))
+    p = sample_scene(SceneConfig(canvas=(64, 64), objects=(2, 3)), inst, bg, torch.Generator().manual_seed(1))
+    a = apply_scene(p, inst, bg).image
+    from synthloop.compose.apply import rgba_of
+
+    cached = rgba_of(inst, p.objects[0].instance)
+    assert cached is rgba_of(inst, p.objects[0].instance) and not cached.flags.writeable
+    assert np.array_equal(apply_scene(p, inst, bg).image, a)

@@ -7,12 +7,16 @@ import torch
 from PIL import Image
 
 from synthloop.data.backgrounds import (
+    BUILTIN_PHOTO_NAMES,
     PROCEDURAL_KINDS,
     BackgroundBank,
     BackgroundParams,
     builtin_photos,
+    check_photo_names,
     checkers,
+    identical_builtin_photos,
     linear_gradient,
+    photos_showing,
     radial_gradient,
 )
 from synthloop.errors import InputError
@@ -200,3 +204,55 @@ def test_bad_sources_and_params(tmp_path):
 def test_zero_weight_source_is_never_drawn():
     bank = BackgroundBank(["noise", "checkers"], weights=[0.0, 1.0])
     assert set(bank.sample_params(50, 8, _gen(0)).kinds) == {"checkers"}
+
+
+# --------------------------------------------------------------------------- excluded and shared photos
+
+
+def test_excluded_photos_are_never_drawn():
+    bank = BackgroundBank("photos", exclude=["coins", "chelsea"])
+    assert "coins" not in bank.photos and "chelsea" not in bank.photos and "moon" in bank.photos
+    drawn = {s["photo"] for s in bank.sample_params(400, 32, _gen(1)).samples}
+    assert len(drawn) == len(builtin_photos()) - 2 and not drawn & {"coins", "chelsea"}
+    assert "coins" in {s["photo"] for s in BackgroundBank("photos").sample_params(400, 32, _gen(1)).samples}  # drawn without exclude
+    # params naming an excluded photo (another run's) still render
+    assert BackgroundBank("photos", exclude=["coins"]).render_one({"kind": "photo", "photo": "coins", "box": [0, 0, 20, 20], "flip": False}, (8, 8)).shape == (
+        8,
+        8,
+        3,
+    )
+
+
+def test_exclude_names_are_checked():
+    with pytest.raises(InputError, match="unknown built-in photo 'coin'; valid names: astronaut, brick") as err:
+        BackgroundBank("photos", exclude=["coin"])
+    assert err.value.field == "exclude" and "coins" in err.value.message and "flower" in err.value.message
+    assert check_photo_names(["coins"]) == ("coins",) and set(BUILTIN_PHOTO_NAMES) >= set(builtin_photos())
+    with pytest.raises(InputError, match="every installed built-in photo is excluded"):
+        BackgroundBank("photos", exclude=list(builtin_photos()))
+    assert BackgroundBank("procedural", exclude=list(builtin_photos())).photos == []  # nothing to leave out of
+
+
+def test_identical_builtin_photos_compares_decoded_pixels(tmp_path):
+    photos = builtin_photos()
+    copy = tmp_path / "my_coins.png"
+    Image.open(photos["coins"]).convert("RGB").save(copy)  # other bytes (RGB PNG, not grey), the same pixels
+    jpeg = tmp_path / "coins.jpg"
+    Image.open(photos["coins"]).convert("RGB").save(jpeg, quality=95)  # lossy: not identical
+    shifted = np.asarray(Image.open(copy)).copy()
+    shifted[0, 0] ^= 1
+    Image.fromarray(shifted).save(tmp_path / "shifted.png")
+    other = tmp_path / "other.png"
+    Image.fromarray(np.zeros((303, 384, 3), np.uint8)).save(other)  # coins' size, other pixels
+    found = identical_builtin_photos([copy, jpeg, tmp_path / "shifted.png", other, tmp_path / "missing.png"])
+    assert found == {"coins": copy}
+    assert identical_builtin_photos([copy], names=["moon"]) == {}
+    # with sizes given (as a COCO file lists them) an image of another size is not even opened
+    assert identical_builtin_photos([(tmp_path / "missing.png", (10, 10)), (copy, (384, 303))]) == {"coins": copy}
+
+
+def test_photos_showing_matches_category_names():
+    assert photos_showing(["Coins", "box"]) == {"coins": "Coins"}
+    assert photos_showing(["euro_coin", "cat"]) == {"chelsea": "cat", "coins": "euro_coin"}
+    assert photos_showing(["person"], names=["astronaut", "coins"]) == {"astronaut": "person"}
+    assert photos_showing(["0", "1", "grass", "glass"]) == {}  # textures name no subject

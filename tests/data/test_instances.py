@@ -146,9 +146,25 @@ def test_image_size_mismatch_names_the_image(tmp_path):
     ann_file = _coco(tmp_path, n_images=2)
     img = tmp_path / "coco" / "images" / "img01.png"
     img.write_bytes(encode_png(np.zeros((10, 10, 3), np.uint8)))
-    with pytest.raises(InputError, match="image is 10x10 but its annotations are for 64x48") as ei:
+    with pytest.raises(InputError, match="is 10x10 but the entry says 64x48") as ei:
         InstanceBank.from_coco(ann_file, min_area=0)
-    assert ei.value.file == str(img)
+    assert ei.value.file == str(ann_file) and ei.value.field == "images[1].width" and str(img) in ei.value.message
+
+
+@pytest.mark.parametrize("problem", ["missing", "truncated"])
+def test_a_bad_image_names_the_json_file_and_its_entry(tmp_path, problem):
+    """Like ``synthloop terse``: the COCO file and ``images[i].file_name``, with the image path."""
+    ann_file = _coco(tmp_path, n_images=3)
+    img = tmp_path / "coco" / "images" / "img02.png"
+    if problem == "missing":
+        img.unlink()
+    else:
+        img.write_bytes(img.read_bytes()[: img.stat().st_size // 2])
+    with pytest.raises(InputError) as ei:
+        InstanceBank.from_coco(ann_file, min_area=0)
+    assert ei.value.file == str(ann_file) and ei.value.field == "images[2].file_name"
+    assert str(img) in ei.value.message and ("not found" if problem == "missing" else "truncated") in ei.value.message
+    assert str(ei.value).startswith(f"{ann_file}: field images[2].file_name: ")
 
 
 def _rgba(h, w, alpha):

@@ -10,14 +10,13 @@ from pycocotools.coco import COCO
 
 from synthloop.compose.apply import apply_scene
 from synthloop.compose.params import SceneParams
+from synthloop.data.builtin import MnistDigits
 from synthloop.errors import ConfigError, InputError
-from synthloop.jobs.paste import run_paste
+from synthloop.jobs import paste as paste_mod
+from synthloop.jobs.paste import run_paste, scene_variants
+from synthloop.jobs.paste_assets import build_assets
 from synthloop.jobs.paste_config import load_paste_config
 from synthloop.jobs.replay import replay_image
-from synthloop.jobs import paste as paste_mod
-from synthloop.jobs.paste_assets import build_assets
-from synthloop.data.builtin import MnistDigits
-from synthloop.jobs.paste import scene_variants
 
 # tiny, fast jobs: 48x64 canvases, cheap procedural backgrounds, a few hundred digits
 BASE = [
@@ -69,7 +68,7 @@ def test_coco_output_agrees_with_the_rendered_objects(one_shot, capsys):
         assert (img["width"], img["height"]) == (64, 48)
         assert img["attributes"]["params"] == params[img["id"]]
         # what was stored is exactly SceneParams.to_dict() of the scene sampled again from its seed
-        (_, fresh), = scene_variants(job, assets, img["id"])
+        ((_, fresh),) = scene_variants(job, assets, img["id"])
         assert fresh.to_dict() == params[img["id"]]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
         result = apply_scene(SceneParams.from_dict(params[img["id"]]), assets.instances, assets.backgrounds)
@@ -253,7 +252,13 @@ def test_instance_switching_job_on_a_coco_dataset(tmp_path):
     tiny = Path(__file__).resolve().parents[2] / "examples" / "data" / "tiny_coco"
     job = load_paste_config(
         None,
-        [f"instances.coco.json={tiny / 'annotations.json'}", f"instances.coco.images={tiny}", "scene.placement.strategy=psis", "num_images=3", "scene.blend.modes=[none]"],
+        [
+            f"instances.coco.json={tiny / 'annotations.json'}",
+            f"instances.coco.images={tiny}",
+            "scene.placement.strategy=psis",
+            "num_images=3",
+            "scene.blend.modes=[none]",
+        ],
     )
     run_paste(job, tmp_path / "psis")
     doc = json.loads((tmp_path / "psis" / "annotations.json").read_text())
@@ -282,7 +287,9 @@ def _bad_inputs(tmp_path):
     coco.mkdir()
     ann = {
         "images": [{"id": 1, "file_name": "missing.png", "width": 20, "height": 20}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "segmentation": [[2, 2, 10, 2, 10, 10, 2, 10]], "area": 64, "iscrowd": 0}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "segmentation": [[2, 2, 10, 2, 10, 10, 2, 10]], "area": 64, "iscrowd": 0}
+        ],
         "categories": [{"id": 1, "name": "box"}],
     }
     (coco / "annotations.json").write_text(json.dumps(ann))
@@ -303,3 +310,36 @@ def test_a_run_stopped_by_bad_input_leaves_nothing_behind(tmp_path, case):
     assert not out.exists() or not any(out.iterdir())
     run_paste(cfg("num_images=2"), out)  # the fixed command
     assert len(list((out / "images").iterdir())) == 2
+
+
+def test_window_rle_equals_the_full_mask_encoding():
+    from synthloop.jobs.paste import _rle, window_rle
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        H, W = (int(v) for v in rng.integers(1, 30, 2))
+        h, w = int(rng.integers(0, H + 1)), int(rng.integers(0, W + 1))
+        y0, x0 = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+        win = rng.random((h, w)) < rng.random()
+        full = np.zeros((H, W), bool)
+        full[y0 : y0 + h, x0 : x0 + w] = win
+        assert window_rle(win, (x0, y0), (H, W)) == _rle(full)
+
+
+def test_run_indices_renders_any_split_of_the_scenes_the_same(one_shot, tmp_path):
+    # the worker entry point other backends call: scenes in two calls, in reverse order, then finalize
+    from synthloop.jobs.paste import finalize, run_indices
+    from synthloop.jobs.paste_config import resolved_dict
+
+    job = cfg()
+    out = tmp_path / "split"
+    (out / "images").mkdir(parents=True)
+    (out / "config.yaml").write_bytes((one_shot / "config.yaml").read_bytes())
+    data = resolved_dict(job)
+    assert run_indices(data, str(out), [5, 3, 4]) == 3
+    assert run_indices(data, str(out), [2, 0, 1, 0]) == 4  # a scene twice (a retried task) is harmless
+    finalize(job, out)
+    got = files(out)
+    want = files(one_shot)
+    assert {k: v for k, v in got.items() if k.startswith("images/")} == {k: v for k, v in want.items() if k.startswith("images/")}
+    assert got["annotations.json"] == want["annotations.json"] and got["params.jsonl"] == want["params.jsonl"]

@@ -113,7 +113,17 @@ def finished_run(tmp_path_factory):
 def test_every_output_exists(finished_run):
     cfg, result, tmp, seen = finished_run
     out = tmp / "out"
-    for name in ("config.resolved.yaml", "run.json", "baseline.pt", "loop/checkpoint.pt", "synthetic/annotations.json", "model.pt", "model.json", "metrics.json", "report.html"):
+    for name in (
+        "config.resolved.yaml",
+        "run.json",
+        "baseline.pt",
+        "loop/checkpoint.pt",
+        "synthetic/annotations.json",
+        "model.pt",
+        "model.json",
+        "metrics.json",
+        "report.html",
+    ):
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 3 and run["loop_seed"] == 3 and run["synthloop_version"] and "git_commit" in run and run["finished"]
@@ -160,7 +170,7 @@ def test_report_has_the_ap_table_and_images(finished_run):
         assert text in page, text
     assert page.count('<img alt="') >= 4  # histogram, cycle grid, evaluation grid, loss curves
     assert f"{100 * result.final_ap['ap50']:.2f}" in page
-    assert "src=\"http" not in page and "<link" not in page  # self-contained
+    assert 'src="http' not in page and "<link" not in page  # self-contained
     evaluated = json.loads((tmp / "out" / "metrics.json").read_text())["eval_images"]
     assert evaluated > 0 and f"({evaluated} images)" in page  # the report says how many images were scored
 
@@ -282,7 +292,10 @@ def test_foreground_category_missing_from_the_dataset(tmp_path):
 def test_foreground_coco_with_an_unknown_category_id(tmp_path):
     other = tmp_path / "other"
     make_tiny_coco(other, n=2, empty=())
-    _edit_json(other / "annotations.json", lambda doc: [doc["categories"][1].update(id=9), *(a.update(category_id=9) for a in doc["annotations"] if a["category_id"] == 2)])
+    _edit_json(
+        other / "annotations.json",
+        lambda doc: [doc["categories"][1].update(id=9), *(a.update(category_id=9) for a in doc["annotations"] if a["category_id"] == 2)],
+    )
     cfg = job_config(tmp_path, foregrounds={"source": "coco", "coco": {"json": str(other / "annotations.json")}})
     with pytest.raises(InputError, match=r"'disc' \(id 9\)"):
         load_job_data(cfg)
@@ -427,3 +440,35 @@ def test_start_from_a_previous_runs_model(finished_run):
         cfg = job_config(tmp, model={**TINY_MODEL, "checkpoint": str(ckpt)}, baseline={"epochs": 0})
         target = _build_target(cfg, load_job_data(cfg).label_map, "job.yaml")
         assert all(torch.equal(v, saved[k]) for k, v in target.model.state_dict().items())
+
+
+def test_plausibility_options_from_the_command_line(tmp_path):
+    make_tiny_coco(tmp_path / "data")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"real": {"annotations": "data/annotations.json"}}))
+    cfg = load_job_config(
+        path,
+        [
+            "loop.objective=teacher",
+            "loop.teacher=ema",
+            "loop.constraints=true",
+            "loop.s_noise_dim=8",
+            "loop.s_replay=2",
+            "loop.mix_random=0.25",
+            "loop.worst_of_k=3",
+        ],
+    )
+    loop = cfg.loop
+    assert (loop.objective, loop.teacher, loop.constraints, loop.s_noise_dim, loop.s_replay, loop.mix_random, loop.worst_of_k) == (
+        "teacher",
+        "ema",
+        True,
+        8,
+        2,
+        0.25,
+        3,
+    )
+    with pytest.raises(ConfigError, match=r"loop\.objective"):
+        load_job_config(path, ["loop.objective=teachr"])
+    with pytest.raises(ConfigError, match=r"loop\.mix_random"):
+        load_job_config(path, ["loop.mix_random=1.5"])

@@ -1,0 +1,79 @@
+"""The multi-seed detection benchmark (synthloop.experiments.detection_methods): the summary
+statistics and targets, and the quick mode of ``benchmarks/detection.py`` end to end (the JSON
+contract of issue 11, the plots, the per-run cache)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synthloop.experiments.detection_methods import ROWS, TERSE_TEACHER, comparisons, summarise
+from synthloop.loops.terse_detection_config import SceneTerseConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = ("ap50_mean", "ap50_std", "ap80_mean", "ap80_std", "ap_mean", "ap_std", "hard_positive_fraction", "plausible_fraction")
+
+
+def _ap(v: float) -> dict[str, float]:
+    return {k: v for k in ("ap50", "ap60", "ap70", "ap80", "ap")}
+
+
+def test_rows_are_valid_loop_configs():
+    assert {"baseline", "real_only_finetune", "random_paste", "worst_of_k", "terse_paper", "terse_teacher"} <= set(ROWS)
+    for overrides in ROWS.values():
+        if overrides is not None:
+            SceneTerseConfig(**overrides)  # raises on a typo
+    assert TERSE_TEACHER["objective"] == "teacher" and TERSE_TEACHER["constraints"]
+
+
+def test_summarise_and_the_pooled_std_targets():
+    per_seed = {
+        "baseline": {s: {"ap": {"in_distribution": _ap(0.40 + 0.01 * s), "shifted": _ap(0.10)}} for s in (0, 1, 2)},
+        "random_paste": {
+            s: {"ap": {"in_distribution": _ap(0.42 + 0.01 * s), "shifted": _ap(0.11)}, "hard_positive_fraction": 0.2, "plausible_fraction": 0.8}
+            for s in (0, 1, 2)
+        },
+        "terse_teacher": {
+            s: {"ap": {"in_distribution": _ap(0.47 + 0.01 * s), "shifted": _ap(0.115)}, "hard_positive_fraction": 0.7, "plausible_fraction": 0.85}
+            for s in (0, 1, 2)
+        },
+    }
+    tests = summarise(per_seed)
+    row = tests["in_distribution"]["terse_teacher"]
+    assert set(CONTRACT) <= set(row)
+    assert row["ap80_mean"] == pytest.approx(48.0) and row["ap80_std"] == pytest.approx(1.0)
+    assert tests["shifted"]["baseline"]["ap80_std"] == 0.0 and tests["in_distribution"]["baseline"]["hard_positive_fraction"] is None
+    c = comparisons(tests)
+    vs_rp = c["in_distribution"]["ap80_vs_random_paste"]
+    assert vs_rp["diff"] == pytest.approx(5.0) and vs_rp["beyond_pooled_std"] and vs_rp["target_met"]
+    assert c["in_distribution"]["ap80_vs_baseline"]["target_met"]
+    assert not c["shifted"]["ap80_vs_random_paste"]["target_met"]  # +0.5 points: below the +2 target
+    assert c["hard_positive_ratio_vs_random_paste"]["terse_teacher"] == {"ratio": 3.5, "plausible_at_least_random_paste": True}
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_the_contract_and_reuses_its_cache(tmp_path):
+    # three rows keep it short (about 2 min on an idle 2-core box); the row list is the same code path for all of ROWS
+    rows = ["baseline", "random_paste", "terse_teacher"]
+    args = ["--quick", "--seeds", "0", "1", "--rows", *rows, "--run-dir", str(tmp_path / "run"), "--results-dir", str(tmp_path / "results")]
+    docs = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "detection.py"), *args], check=False, capture_output=True, text=True, timeout=1200)
+        assert r.returncode == 0, r.stderr[-3000:]
+        docs.append(json.loads((tmp_path / "results" / "detection_methods_quick.json").read_text()))
+    doc = docs[1]
+    assert doc["seeds"] == [0, 1] and (doc["commit"] is None or len(doc["commit"]) == 40)
+    assert set(doc["tests"]) == {"in_distribution", "shifted"}
+    for t in doc["tests"].values():
+        assert set(t) == set(rows)
+        for name, row in t.items():
+            assert set(CONTRACT) <= set(row)
+            synthetic = ROWS[name] is not None
+            assert (row["hard_positive_fraction"] is not None) == synthetic and (row["plausible_fraction"] is not None) == synthetic
+    assert docs[0]["tests"] == docs[1]["tests"]  # the second run only re-reads the cache
+    assert all((ROOT / p).is_file() or Path(p).is_file() for p in doc["plots"]) and len(doc["plots"]) == 3
+    assert "cached" in (tmp_path / "results" / "detection_methods_quick.log").read_text()
