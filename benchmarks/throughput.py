@@ -79,10 +79,10 @@ STAGES = {
     "background": [("compose/apply.py", "_as_hwc"), ("compose/apply.py", "_as_float"), ("compose/sources.py", "render_one")],
     "warp": [("functional/numpy_ops.py", "warp_window")],
     "blend": [("functional/blend.py", "blend_into")],
-    "mask_bookkeeping_rle": [("jobs/paste.py", "window_rle"), ("compose/apply.py", "_box")],
-    "jpeg_encode": [("jobs/paste.py", "encode_image"), ("functional/numpy_ops.py", "to_uint8")],
+    "mask_bookkeeping_rle": [("jobs/paste_worker.py", "window_rle"), ("compose/apply.py", "_box")],
+    "jpeg_encode": [("jobs/paste_worker.py", "encode"), ("functional/numpy_ops.py", "to_uint8")],
     "file_write": [("utils/atomic.py", "atomic_write_bytes")],
-    "params_serialisation": [("jobs/paste.py", "append")],
+    "params_serialisation": [("jobs/paste_worker.py", "append")],
     "finalize": [("jobs/paste.py", "finalize")],
 }
 
@@ -171,7 +171,7 @@ def profile_job(cfg, out: Path) -> dict:
         ct = sum(v[3] for (f, _, name), v in stats.items() if any(f.endswith(suffix) and name == fn for suffix, fn in funcs))
         shares[stage] = round(ct / total, 4)
     # the stages' functions do not call each other; "other" is what no stage holds (Python glue)
-    shares["ipc"] = 0.0  # in process; a pool task moves only indices and a count (see profile_note)
+    shares["ipc"] = 0.0  # profiled in process (no pool); with workers a task carries params + small cut-outs (see profile_note)
     shares["other"] = round(max(0.0, 1.0 - sum(shares.values())), 4)
     return {"shares": shares, "images": cfg.num_images, "wall_s": round(total, 2), "ms_per_image": round(total / cfg.num_images * 1e3, 2)}
 
@@ -299,6 +299,7 @@ def _optional(name: str, func: str, **kwargs):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10x fewer images (smoke test)")
+    ap.add_argument("--scale", type=float, default=None, help="fraction of the full image counts (overrides --quick; recorded)")
     ap.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     ap.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=WORKLOADS)
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray section (benchmarks/throughput_ray.py)")
@@ -306,7 +307,7 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the jobs' output (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON (default: benchmarks/results)")
     args = ap.parse_args()
-    scale = 0.1 if args.quick else 1.0
+    scale = args.scale if args.scale is not None else (0.1 if args.quick else 1.0)
 
     from rich.console import Console
     from rich.table import Table
@@ -315,7 +316,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="synthloop-bench-", dir=args.tmp))
     assets_dir = root / "cutout-assets"
     result: dict = {"workloads": {}, "settings": {"canvas_hw": list(CANVAS), "objects": [3, 6], "artefacts": [1, 3], "image_format": "jpg q90", "mask_format": "rle",
-                                                  "quick": args.quick, "rate": "images after the first 10%, including the final annotations.json/params.jsonl assembly"}}  # fmt: skip
+                                                  "quick": args.quick, "scale": scale, "rate": "images after the first 10%, including the final annotations.json/params.jsonl assembly"}}  # fmt: skip
     try:
         make_cutouts(assets_dir)
         result["settings"]["cutouts"] = describe(assets_dir)
@@ -342,7 +343,7 @@ def main() -> None:
         result["profile"] = profiles.get("cutouts", next(iter(profiles.values())))["shares"]
         result["profiles"] = profiles
         result["profile_note"] = ("shares of a 1-worker job's wall time (cProfile cumulative time of each stage's functions, blend mode none); "
-                                  "ipc is 0 by construction: a pool task carries scene indices and returns a count, images and records are written by the worker")  # fmt: skip
+                                  "ipc is 0 in this in-process profile; in a pool run the parent samples the params and a task carries them (plus cut-outs up to 64 KiB; larger ones and backgrounds go through .npy files in .work/cache), images and records are written by the worker")  # fmt: skip
         for workload in args.workloads:
             modes: dict[str, dict] = {}
             for mode in args.modes:

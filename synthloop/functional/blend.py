@@ -30,15 +30,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from synthloop.functional import numpy_ops
-from synthloop.functional.filters import box_blur, gaussian_blur, motion_blur
+
+if TYPE_CHECKING:
+    import torch
+
+# torch (and the kornia filters) are imported inside the torch ops, not here: the NumPy path
+# (blend_into, the registry) is what dataset-generation workers import, and they never load torch.
 
 # --------------------------------------------------------------------------------------------
 # torch ops: (fg, alpha, bg, **options) on (B, C, H, W); defaults come from the registry
@@ -58,22 +61,31 @@ def blend_alpha(fg, alpha, bg):
 
 
 def blend_gaussian(fg, alpha, bg, sigma: float | torch.Tensor):
+    from synthloop.functional.filters import gaussian_blur
+
     return _mix(fg, gaussian_blur(alpha, sigma), bg)
 
 
 def blend_box(fg, alpha, bg, kernel_size: int):
+    from synthloop.functional.filters import box_blur
+
     return _mix(fg, box_blur(alpha, kernel_size), bg)
 
 
 def blend_motion(fg, alpha, bg, kernel_size: int, angle: float | torch.Tensor, direction: float | torch.Tensor):
+    from synthloop.functional.filters import motion_blur
+
     return _mix(fg, motion_blur(alpha, kernel_size, angle, direction), bg)
 
 
-_PYR_KERNEL_1D = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+_PYR_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
 def _pyr_filter(x: torch.Tensor) -> torch.Tensor:
-    k = _PYR_KERNEL_1D.to(x.dtype).to(x.device)
+    import torch
+    import torch.nn.functional as F
+
+    k = (torch.tensor(_PYR_TAPS) / 16.0).to(x.dtype).to(x.device)
     C = x.shape[1]
     kx = k.view(1, 1, 1, 5).expand(C, 1, 1, 5)
     ky = k.view(1, 1, 5, 1).expand(C, 1, 5, 1)
@@ -86,6 +98,8 @@ def _pyr_down(x: torch.Tensor) -> torch.Tensor:
 
 
 def _pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    import torch
+
     up = torch.zeros(*x.shape[:2], size[0], size[1], dtype=x.dtype, device=x.device)
     up[..., ::2, ::2] = x
     return _pyr_filter(up) * 4.0
@@ -122,6 +136,8 @@ def blend_poisson(fg, alpha, bg, clone: str):
     """
     if clone not in _CLONE_FLAGS:
         raise ValueError(f"unknown poisson clone {clone!r}; valid: {', '.join(_CLONE_FLAGS)}")
+    import torch
+
     flag = _CLONE_FLAGS[clone]
     out = []
     for f, a, b in zip(fg.detach(), alpha.detach(), bg.detach()):
@@ -130,6 +146,8 @@ def blend_poisson(fg, alpha, bg, clone: str):
 
 
 def _poisson_one(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flag: int) -> torch.Tensor:
+    import torch
+
     C, H, W = f.shape
     m = (a[0] > 0.5).cpu().numpy().astype(np.uint8) * 255
     if not m.any():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import kornia.filters as KF
 import torch
+
+from synthloop.functional.numpy_ops import gaussian_kernel_size
+
+__all__ = ["box_blur", "gaussian_blur", "gaussian_kernel_size", "motion_blur"]
 
 
 def _per_sample(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -15,11 +17,6 @@ def _per_sample(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> 
     if v.shape != (batch,):
         raise ValueError(f"expected a scalar or a Tensor[{batch}], got shape {tuple(v.shape)}")
     return v
-
-
-def gaussian_kernel_size(sigma_max: float) -> int:
-    """Odd kernel size covering +-3 sigma."""
-    return max(3, 2 * int(math.ceil(3.0 * float(sigma_max))) + 1)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,12 @@ import math
 import cv2
 import numpy as np
 
-from synthloop.functional.filters import gaussian_kernel_size
+
+def gaussian_kernel_size(sigma_max: float) -> int:
+    """Odd kernel size covering +-3 sigma (defined here, torch-free, and re-exported by
+    :mod:`synthloop.functional.filters`, so that the NumPy path never imports torch)."""
+    return max(3, 2 * int(math.ceil(3.0 * float(sigma_max))) + 1)  # noqa: RUF046 (as before, in filters)
+
 
 _SHIFT_IN = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
 

@@ -13,6 +13,13 @@ Determinism: scene ``i`` is sampled from a generator seeded with ``derive_seed(s
 rendering is a pure function of the params, so the output does not depend on the number of
 workers or on how often the job was interrupted.
 
+Workers: with ``workers`` > 1 this process samples every scene's params and the worker processes
+(:mod:`synthloop.jobs.paste_worker`, preloaded by a fork server) only composite, encode and write;
+they never import torch (~80-160 MB each instead of ~0.4-0.55 GB, first image in ~1-1.7 s instead
+of ~2.3-4 s, see ``benchmarks/paste_workers.py``). Each worker's first task is one scene, the
+next ones ``chunk_size`` scenes, taken back in order. PSIS jobs and other backends (Ray) call
+:func:`run_indices`, which samples inside the worker.
+
 Resumability: a scene is one work unit. Its images are written atomically (temp file + rename);
 only then is one JSON line with everything needed for the annotations appended to the worker's
 own shard file in ``.work/``. ``--resume`` rereads the shards (a torn last line is ignored),
@@ -22,11 +29,12 @@ shards, each written atomically, and ``.work/`` is removed last.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import multiprocessing as mp
-import os
-import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,17 +45,27 @@ import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
-from synthloop.compose.apply import apply_scene
-from synthloop.compose.params import SceneParams, json_fields
+from synthloop.compose.params import SceneParams
 from synthloop.compose.sampler import sample_blend
 from synthloop.data.dataset import Annotation, Category, Dataset, ImageEntry
-from synthloop.data.images import encode_jpeg, encode_png
 from synthloop.errors import InputError
-from synthloop.functional.numpy_ops import to_uint8
 from synthloop.jobs import run_folder
 from synthloop.jobs.paste_assets import Assets, build_assets
 from synthloop.jobs.paste_config import PasteConfig, resolved_dict
-from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stray_temps, storage_error
+from synthloop.jobs.paste_worker import (  # noqa: F401 (ShardWriter, window_rle: re-exported)
+    CACHE_DIR,
+    SHARD_PREFIX,
+    Output,
+    ShardWriter,
+    background_key,
+    blend_of,
+    cache_key,
+    cache_path,
+    encode,
+    window_rle,
+    write_scene,
+)
+from synthloop.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, remove_stray_temps
 from synthloop.utils.memory import canvas_bytes, check_fits
 from synthloop.utils.seeding import derive_seed, make_generator
 
@@ -55,9 +73,8 @@ WORK_DIR = ".work"
 CONFIG_FILE = "config.yaml"
 PARAMS_FILE = "params.jsonl"
 ANNOTATIONS_FILE = "annotations.json"
-IMAGES_DIR = "images"
+IMAGES_DIR = "images"  # the same as paste_worker.IMAGES_DIR
 CATEGORIES_FILE = "categories.json"
-SHARD_PREFIX = "shard-"
 OUTPUTS = (IMAGES_DIR, ANNOTATIONS_FILE, PARAMS_FILE, CONFIG_FILE, run_folder.RUN_FILE, "yolo", "voc", WORK_DIR)
 
 
@@ -82,7 +99,7 @@ def images_per_scene(cfg: PasteConfig) -> int:
 
 def encode_image(cfg: PasteConfig, image_u8: np.ndarray) -> bytes:
     """The bytes written for a rendered ``uint8 (H, W, 3)`` image."""
-    return encode_png(image_u8) if cfg.image_format == "png" else encode_jpeg(image_u8, cfg.jpeg_quality)
+    return encode(cfg.image_format, cfg.jpeg_quality, image_u8)
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:
@@ -91,84 +108,16 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def window_rle(window: np.ndarray, offset: tuple[int, int], canvas: tuple[int, int]) -> dict[str, Any]:
-    """COCO RLE of a canvas-sized mask that is ``window`` ``(h, w)`` bool at ``offset`` (x0, y0)
-    and empty elsewhere: the same string as :func:`_rle` of the full mask (tested), from run
-    lengths counted over the window's columns only. Encoding a 640x480 mask costs ~0.4 ms,
-    most of it scanning empty canvas; the runs outside the window are known (zeros)."""
-    H, W = int(canvas[0]), int(canvas[1])
-    h, w = window.shape
-    x0, y0 = int(offset[0]), int(offset[1])
-    if h == 0 or w == 0 or not window.any():
-        counts = [H * W]
-    else:
-        cols = np.zeros((H, w), dtype=np.int8, order="F")  # the window's columns, full height
-        cols[y0 : y0 + h] = window
-        seq = cols.ravel(order="F")
-        edges = np.flatnonzero(seq[1:] != seq[:-1]) + 1
-        runs = np.diff(np.concatenate(([0], edges, [seq.size]))).tolist()
-        if seq[0]:  # COCO counts start with a run of zeros
-            runs.insert(0, 0)
-        runs[0] += x0 * H
-        tail = (W - x0 - w) * H
-        if tail:
-            if seq[-1]:
-                runs.append(tail)
-            else:
-                runs[-1] += tail
-        counts = runs
-    rle = mask_utils.frPyObjects({"counts": counts, "size": [H, W]}, H, W)
-    return {"size": [H, W], "counts": rle["counts"].decode("ascii")}
+_blend_of = blend_of  # the names before the torch-free worker module
 
 
-def _r(x: float) -> float:
-    return round(float(x), 6)
-
-
-def _blend_of(params: SceneParams) -> str | None:
-    """The blend mode of an image: the one all its pastes share, ``"mixed"``, or None (nothing pasted)."""
-    modes = {o.blend.mode for o in params.objects} | {a.blend.mode for a in params.artefacts}
-    return None if not modes else modes.pop() if len(modes) == 1 else "mixed"
+def _output(cfg: PasteConfig, out_dir: Path) -> Output:
+    return Output(out_dir, out_dir / WORK_DIR, cfg.image_format, cfg.jpeg_quality, cfg.scene.min_visibility)
 
 
 def render_record(cfg: PasteConfig, assets: Assets, index: int, out_dir: Path) -> dict[str, Any]:
     """Render scene ``index``, write its image file(s) and return its shard record."""
-    ext = "png" if cfg.image_format == "png" else "jpg"
-    variants = scene_variants(cfg, assets, index)
-    images = []
-    for k, (suffix, params) in enumerate(variants):
-        result = apply_scene(params, assets.instances, assets.backgrounds)
-        file_name = f"{IMAGES_DIR}/{index:06d}{suffix}.{ext}"
-        atomic_write_bytes(out_dir / file_name, encode_image(cfg, to_uint8(result.image)))
-        anns = []
-        for obj in result.labelled(cfg.scene.min_visibility):
-            x0, y0, x1, y1 = obj.box
-            anns.append(
-                {
-                    "category_id": int(obj.category_id),
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "segmentation": window_rle(obj.window_mask, obj.offset, params.canvas),
-                    "attributes": {
-                        "visibility": _r(obj.visibility),
-                        "truncation": _r(obj.truncation),
-                        "occlusion": _r(obj.occlusion),
-                        "instance": int(obj.instance),
-                    },
-                }
-            )
-        H, W = params.canvas
-        images.append(
-            {
-                "id": index * len(variants) + k,
-                "file_name": file_name,
-                "width": int(W),
-                "height": int(H),
-                "blend": _blend_of(params),
-                "params": params,  # serialised by ShardWriter (as SceneParams.to_dict, without its deep copy)
-                "annotations": anns,
-            }
-        )
-    return {"index": index, "images": images}
+    return write_scene(_output(cfg, out_dir), index, scene_variants(cfg, assets, index), assets.instances, assets.backgrounds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,28 +141,6 @@ def read_shards(work: Path) -> dict[int, dict[str, Any]]:
                     continue
                 done.setdefault(int(rec["index"]), rec)
     return done
-
-
-class ShardWriter:
-    """Appends records to this process's own shard file, one flushed line per scene."""
-
-    def __init__(self, work: Path):
-        work.mkdir(parents=True, exist_ok=True)
-        self.path = work / f"{SHARD_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8")
-
-    def append(self, record: dict[str, Any]) -> None:
-        try:
-            self._fh.write(json.dumps(record, separators=(",", ":"), default=json_fields) + "\n")
-            self._fh.flush()  # a torn last line (disk full, kill) is skipped by read_shards
-        except OSError as exc:
-            raise storage_error(exc, self.path) from None
-
-    def close(self) -> None:
-        try:
-            self._fh.close()
-        except OSError as exc:  # flushing what a failed append left in the buffer
-            raise storage_error(exc, self.path) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,8 +215,8 @@ def _mp_context():
     methods = mp.get_all_start_methods()
     if "forkserver" in methods:
         ctx = mp.get_context("forkserver")
-        # the fork server imports torch & co once; every worker forks from it
-        ctx.set_forkserver_preload(["synthloop.jobs.paste"])
+        # the fork server imports the torch-free worker module once; every worker forks from it
+        ctx.set_forkserver_preload(["synthloop.jobs.paste_worker"])
         return ctx
     return mp.get_context("spawn")
 
@@ -437,6 +364,141 @@ def _run_here(cfg: PasteConfig, out_dir: Path, todo: list[int], count: int, tota
 
 
 def _run_pool(cfg: PasteConfig, out_dir: Path, todo: list[int], workers: int, count: int, total: int, progress) -> int:
+    if cfg.scene.placement.strategy == "psis":  # dataset scenes: the workers sample and render themselves (with torch)
+        return _run_pool_sampling(cfg, out_dir, todo, workers, count, total, progress)
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    from synthloop.jobs import paste_worker
+
+    out = _output(cfg, out_dir)
+    # started first: the fork server and the workers come up while this process decodes the assets
+    pool = ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=paste_worker.init_process, initargs=(out,))
+    with _main_module_hidden():  # every worker starts here (one per submit), not importing the caller's script
+        for _ in range(workers):
+            pool.submit(paste_worker.torch_loaded)
+    try:
+        assets = _parent_assets(cfg, out_dir)
+        feeder = _Feeder(cfg, assets, out.work)
+        # the first task of each worker is one scene (the first image is written as soon as a
+        # worker is up), then chunks of chunk_size; results are taken in order (an ordered imap)
+        # with at most 2 tasks per worker in flight, so the parent's sampling keeps ahead of the
+        # workers without holding the whole job's params in memory
+        size = max(1, min(cfg.chunk_size, len(todo) // (workers * 4) or 1))
+        chunks = [todo[k : k + 1] for k in range(min(workers, len(todo)))]
+        chunks += list(_chunks(todo[len(chunks) :], size))
+        pending: deque = deque()
+        for chunk in chunks:
+            while len(pending) >= 2 * workers:
+                count += pending.popleft().result()
+                if progress is not None:
+                    progress(count, total)
+            pending.append(pool.submit(paste_worker.run_chunk, *feeder.task(chunk)))
+        while pending:
+            count += pending.popleft().result()
+            if progress is not None:
+                progress(count, total)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return count
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While processes start, hide the ``__main__`` module's file and spec from multiprocessing:
+    a fork-server or spawned child otherwise runs the caller's script again as ``__mp_main__``
+    before its first task, and a script that imports torch (most do) would load it in every
+    torch-free worker (measured: 570 MB instead of ~100 MB per worker). The workers run only
+    functions of :mod:`synthloop.jobs.paste_worker`, never one from ``__main__``."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
+def _parent_assets(cfg: PasteConfig, out_dir: Path) -> Assets:
+    assets = build_assets(cfg)
+    cats = out_dir / WORK_DIR / CATEGORIES_FILE
+    if not cats.is_file():
+        atomic_write_json(cats, [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in assets.categories])
+    return assets
+
+
+INLINE_BYTES = 64 * 1024  # cut-outs up to this size are sent with each task that pastes them
+
+
+class _Feeder:
+    """The parent's side of the torch-free workers: samples each scene's params and puts the
+    backgrounds and cut-outs they use into the job's array cache (once each)."""
+
+    def __init__(self, cfg: PasteConfig, assets: Assets, work: Path):
+        from synthloop.compose import apply
+
+        self.cfg, self.assets, self.work = cfg, assets, work
+        self._apply = apply
+        self._facts: dict[int, dict[str, Any]] = {}
+        self._written: set[str] = set()
+        (work / CACHE_DIR).mkdir(parents=True, exist_ok=True)
+
+    def task(self, chunk: list[int]) -> tuple[list[tuple[int, list[tuple[str, SceneParams]]]], dict[int, dict[str, Any]]]:
+        scenes, facts = [], {}
+        for i in chunk:
+            variants = scene_variants(self.cfg, self.assets, i)
+            for _, params in variants:
+                self._background(params.background, params.canvas)
+                if params.artefact_background is not None:
+                    self._background(params.artefact_background, params.canvas)
+                for inst in [o.instance for o in params.objects] + [a.instance for a in params.artefacts]:
+                    facts[int(inst)] = self._instance(int(inst), params)
+            scenes.append((i, variants))
+        return scenes, facts
+
+    def _store(self, key: str, array: np.ndarray) -> None:
+        if key in self._written:
+            return
+        path = cache_path(self.work, key)
+        if not path.is_file():  # a resumed job may have it
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+            atomic_write_bytes(path, buf.getvalue())
+        self._written.add(key)
+
+    def _background(self, params: dict[str, Any], canvas: tuple[int, int]) -> None:
+        key, _ = background_key(params, canvas)
+        if key in self._written:
+            return
+        if params.get("kind") == "pooled" and "source" in params:  # cached unflipped, flipped by the worker
+            params = {**params, "flip": False}
+        self._store(key, np.asarray(self.assets.backgrounds.render_one(params, tuple(canvas))))
+
+    def _instance(self, index: int, params: SceneParams) -> dict[str, Any]:
+        hit = self._facts.get(index)
+        if hit is None:
+            apply, src = self._apply, self.assets.instances
+            rgba = apply.rgba_of(src, index)
+            hit = {"shape": apply.instance_shape(src, index), "support": apply.instance_support(src, index), "mean_gray": apply._instance_mean_gray(src, index)}
+            if rgba.nbytes > INLINE_BYTES:  # a cut-out goes through the file cache once, whichever worker pastes it
+                hit["key"] = cache_key("instance", index)
+                self._store(hit["key"], rgba)
+            self._facts[index] = hit
+        if "key" in hit:
+            return hit
+        # a digit (12.5 kB) travels with every task that pastes it (a file each costs more); not
+        # kept here, where a job over all of MNIST would hold 0.6 GB
+        return {**hit, "rgba": self._apply.rgba_of(self.assets.instances, index)}
+
+
+def _run_pool_sampling(cfg: PasteConfig, out_dir: Path, todo: list[int], workers: int, count: int, total: int, progress) -> int:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # small chunks keep every worker busy to the end; the order in which chunks finish does not
@@ -517,4 +579,3 @@ def _categories(cfg: PasteConfig, work: Path) -> list[Category]:
     if path.is_file():
         return [Category(int(c["id"]), str(c["name"]), str(c["supercategory"])) for c in json.loads(path.read_text())]
     return build_assets(cfg).categories
-

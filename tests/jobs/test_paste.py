@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from paste_helpers import output_files, tiny_config
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -12,30 +13,18 @@ from synthloop.compose.apply import apply_scene
 from synthloop.compose.params import SceneParams
 from synthloop.data.builtin import MnistDigits
 from synthloop.errors import ConfigError, InputError
-from synthloop.jobs import paste as paste_mod
+from synthloop.jobs import paste_worker
 from synthloop.jobs.paste import run_paste, scene_variants
 from synthloop.jobs.paste_assets import build_assets
 from synthloop.jobs.paste_config import load_paste_config
 from synthloop.jobs.replay import replay_image
 
-# tiny, fast jobs: 48x64 canvases, cheap procedural backgrounds, a few hundred digits
-BASE = [
-    "num_images=6",
-    "scene.canvas=[48,64]",
-    "scene.objects=[2,4]",
-    "instances.limit=300",
-    "backgrounds.sources=[gradient,checkers]",
-    "chunk_size=2",
-]
-
 
 def cfg(*extra):
-    return load_paste_config(None, BASE + list(extra))
+    return tiny_config(6, *extra)
 
 
-def files(out: Path) -> dict[str, bytes]:
-    """Every output file except the run record (which holds timestamps)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+files = output_files
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +89,16 @@ def test_two_workers_write_the_same_dataset(one_shot, tmp_path):
 
 def test_killed_run_resumes_to_the_one_shot_output(one_shot, tmp_path, monkeypatch):
     out = tmp_path / "crash"
-    real = paste_mod.encode_image
+    real = paste_worker.encode
     calls = {"n": 0}
 
-    def crash_on_fourth(c, img):
+    def crash_on_fourth(fmt, quality, img):
         calls["n"] += 1
         if calls["n"] == 4:
             raise RuntimeError("simulated crash")
-        return real(c, img)
+        return real(fmt, quality, img)
 
-    monkeypatch.setattr(paste_mod, "encode_image", crash_on_fourth)
+    monkeypatch.setattr(paste_worker, "encode", crash_on_fourth)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_paste(cfg(), out)
     # nothing half-written: three images, three shard lines, no final files, no temp files
@@ -121,7 +110,7 @@ def test_killed_run_resumes_to_the_one_shot_output(one_shot, tmp_path, monkeypat
     with open(shard, "a") as fh:
         fh.write('{"index": 5, "images": [{"id"')
     (out / "images" / ".000004.jpg.dead.tmp").write_bytes(b"partial")
-    monkeypatch.setattr(paste_mod, "encode_image", real)
+    monkeypatch.setattr(paste_worker, "encode", real)
     with pytest.raises(InputError, match="not empty"):
         run_paste(cfg(), out)
     summary = run_paste(cfg(), out, resume=True)

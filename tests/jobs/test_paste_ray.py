@@ -6,32 +6,20 @@ when it is not installed (it is the optional extra ``synthloop[ray]``).
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from paste_helpers import output_files, tiny_config
 
 from synthloop.errors import InputError
 from synthloop.jobs import paste_ray
 from synthloop.jobs.paste import WORK_DIR, run_paste
-from synthloop.jobs.paste_config import load_paste_config
-
-BASE = [
-    "num_images=10",
-    "scene.canvas=[48,64]",
-    "scene.objects=[2,4]",
-    "instances.limit=300",
-    "backgrounds.sources=[gradient,checkers]",
-    "chunk_size=2",
-]
 
 
 def cfg(*extra):
-    return load_paste_config(None, BASE + list(extra))
+    return tiny_config(10, *extra)
 
 
-def files(out: Path) -> dict[str, bytes]:
-    """Every output file except the run record (which holds timestamps and the backend)."""
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+files = output_files
 
 
 @pytest.fixture(scope="module")

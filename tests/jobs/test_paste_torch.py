@@ -1,12 +1,12 @@
 """The torch path of ``synthloop paste`` (``--device cuda``), tested on the CPU through the same code."""
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from paste_helpers import TINY, output_files, tiny_config
 
 from synthloop.compose.apply import apply_scene
 from synthloop.compose.scene_batch import composite_native_batch
@@ -14,25 +14,14 @@ from synthloop.errors import InputError
 from synthloop.functional.numpy_ops import to_uint8
 from synthloop.jobs.paste import WORK_DIR, read_shards, run_paste, scene_variants
 from synthloop.jobs.paste_assets import build_assets
-from synthloop.jobs.paste_config import load_paste_config
 from synthloop.jobs.paste_torch import resolve_device, run_paste_torch
-
-BASE = [
-    "num_images=10",
-    "scene.canvas=[48,64]",
-    "scene.objects=[2,4]",
-    "instances.limit=300",
-    "backgrounds.sources=[gradient,checkers]",
-    "chunk_size=2",
-]
 
 
 def cfg(*extra):
-    return load_paste_config(None, BASE + list(extra))
+    return tiny_config(10, *extra)
 
 
-def files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+files = output_files
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +119,9 @@ def test_the_command_line_runs_the_torch_path_and_refuses_a_missing_gpu(tmp_path
     cli = CliRunner()
     job = tmp_path / "job.yaml"
     job.write_text("seed: 0\n")
-    r = cli.invoke(app, ["paste", str(job), *BASE[:5], "num_images=3", "--out", str(tmp_path / "cpu"), "--device", "cpu", "--quiet"])
+    r = cli.invoke(app, ["paste", str(job), *TINY[:4], "num_images=3", "--out", str(tmp_path / "cpu"), "--device", "cpu", "--quiet"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "cpu" / "run.json").read_text())["backend"] == "torch"
     if not torch.cuda.is_available():
-        r = cli.invoke(app, ["paste", str(job), *BASE[:5], "--out", str(tmp_path / "gpu"), "--device", "cuda", "--quiet"])
+        r = cli.invoke(app, ["paste", str(job), *TINY[:4], "--out", str(tmp_path / "gpu"), "--device", "cuda", "--quiet"])
         assert r.exit_code != 0 and "no CUDA GPU is available" in r.output
