@@ -3,8 +3,8 @@
 torch's default is one intra-op thread per core, whatever else runs: on a loaded 2-core box that
 over-subscribes the CPUs (one detector step took 4.4 s with 2 threads against 0.45 s with 1 while
 the load average was 4-6). The default here is derived from the CPUs this process may use
-(``os.sched_getaffinity``), divided among worker processes, and drops to 1 when the machine is
-already busy (1-minute load average at least the usable CPUs).
+(``os.sched_getaffinity``) minus those the 1-minute load average says are busy, divided among
+worker processes (at least 1). The choice is made once, at start.
 
 Every training / generation command takes ``--threads N``, and the job configs it reads a
 ``threads: N`` key (``null`` = the default); the command line wins over the config.
@@ -23,12 +23,18 @@ def usable_cpus() -> int:
 
 
 def default_threads(workers: int = 1) -> tuple[int, str]:
-    """``(threads per process, why)`` for ``workers`` processes sharing the usable CPUs."""
+    """``(threads per process, why)`` for ``workers`` processes sharing the CPUs other work leaves free.
+
+    Other work is the 1-minute load average rounded (0.4 counts as none, 1.3 as one busy CPU). Measured
+    on a 2-core box (``examples/terse_detection/digits.yaml``): 2:40 quiet with 2 threads, but 14:34 with
+    2 threads at load 1.6-4 and 63 min at load 8-17, so a single busy CPU is reason enough to take fewer.
+    """
     cpus = usable_cpus()
-    per = max(1, cpus // max(1, workers))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if per > 1 and load >= cpus:
-        return 1, f"machine busy (load {load:.1f} on {cpus} usable CPUs)"
+    free = max(1, cpus - round(load))
+    per = max(1, free // max(1, workers))
+    if free < cpus:
+        return per, f"machine busy (load {load:.1f} on {cpus} usable CPUs: {free} free / {max(1, workers)} process(es))"
     return per, f"{cpus} usable CPU(s) / {max(1, workers)} process(es)"
 
 

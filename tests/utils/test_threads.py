@@ -14,6 +14,18 @@ def test_default_divides_the_usable_cpus_among_workers(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # a busy machine: never over-subscribe it
     n, why = th.default_threads(1)
     assert n == 1 and "busy" in why
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.2, 3.2, 3.2))  # 3 of 8 CPUs busy: the 5 free ones, shared
+    assert th.default_threads(1)[0] == 5 and th.default_threads(2)[0] == 2
+
+
+def test_one_busy_cpu_of_two_means_one_thread(monkeypatch):
+    # the measured case: a 2-core box where another job started (load 1.3) -> 2 threads ran 5x slower
+    monkeypatch.setattr(th, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.3, 1.0, 0.8))
+    n, why = th.default_threads(1)
+    assert n == 1 and "busy" in why
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.3, 0.2))
+    assert th.default_threads(1)[0] == 2
 
 
 def test_use_threads_sets_torch_and_refuses_nonsense():
