@@ -4,8 +4,9 @@
 # The exports load on first use (PEP 562): the NumPy compositor (apply, params) is what
 # dataset-generation workers import, and they never load torch (the samplers and the batched
 # paste do).
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from synthloop.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "PastedObject": "apply",
@@ -38,17 +39,7 @@ if TYPE_CHECKING:
     from synthloop.compose.sources import BankInstances, SolidBackgrounds, TensorInstances
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [

@@ -6,12 +6,12 @@ inputs, works on any device and dtype, and (unless its docstring says otherwise)
 
 # The exports load on first use (PEP 562): importing one NumPy submodule (numpy_ops, blend's
 # registry) must not import torch, which dataset-generation workers never load.
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # torch-free (torch loads inside its torch ops); bound here so that ``synthloop.functional.blend``
 # is the function, as before, and not the submodule of the same name
 from synthloop.functional.blend import BLEND_MODES, DIFFERENTIABLE_BLEND_MODES, blend
+from synthloop.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "AFFINE_PARAM_NAMES": "geometry",
@@ -38,17 +38,7 @@ if TYPE_CHECKING:
     from synthloop.functional.masks import masks_to_boxes, terse_mask_cleanup
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [
