@@ -6,41 +6,16 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from classification_helpers import N_DIGITS, digits, make_target, trained_state  # noqa: F401  (fixtures)
 
 from synthloop.data.affnist import sample_affnist_params
-from synthloop.data.mnist import load_mnist, mnist_padded
 from synthloop.errors import InputError
 from synthloop.loops.cache import render_digits
 from synthloop.loops.terse_classification import TerseClassificationConfig, TerseClassificationLoop
 from synthloop.loops.terse_diagnostics import param_histograms
 from synthloop.loops.terse_methods import anchored_unit, concentration_penalty, s_sample_loss, worst_of_k_select
-from synthloop.loops.training import fit_classifier, scoped_rng, sgd
 from synthloop.models import MNISTClassifier
 from synthloop.utils.seeding import make_generator
-
-N_DIGITS = 300
-
-
-@pytest.fixture(scope="module")
-def digits():
-    x, y = load_mnist("test")
-    return mnist_padded(x[:N_DIGITS]), y[:N_DIGITS]
-
-
-@pytest.fixture(scope="module")
-def trained_state(digits):
-    x, y = digits
-    torch.set_num_threads(1)
-    with scoped_rng(0):
-        model = MNISTClassifier()
-        fit_classifier(model, sgd(model, 0.05, 0.5), [(x, y)], num_classes=10, epochs=12, batch_size=32, generator=torch.Generator().manual_seed(0))
-    return model.state_dict()
-
-
-def make_target(state):
-    model = MNISTClassifier()
-    model.load_state_dict(state)
-    return model
 
 
 def make_loop(digits, state, run_dir=None, reference=None, clean=None, **overrides):
