@@ -162,6 +162,10 @@ def _poisson_one(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor, flag: int) -
     dst_p = cv2.copyMakeBorder(dst, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     m = cv2.copyMakeBorder(m, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     x, y, w, h = cv2.boundingRect(m)
+    if w < 3 or h < 3:
+        # as numpy_ops.poisson_blend: seamlessClone fails on a mask under 3 px wide or tall (OpenCV
+        # "!fixedSize()"); such a sliver has no interior to solve for, so it is pasted hard
+        return torch.where(a[:1] > 0.5, f, b)
     center = (x + w // 2, y + h // 2)
     res = cv2.seamlessClone(np.ascontiguousarray(src), np.ascontiguousarray(dst_p), m, center, flag)
     res = res[pad : pad + H, pad : pad + W]

@@ -336,3 +336,17 @@ def test_unknown_mode_and_duplicate_registration_are_errors():
         register_blend(BlendMode("alpha", lambda fg, alpha, bg: fg, numpy_feather=lambda a, o: a))
     with pytest.raises(ValueError, match="exactly one"):
         BlendMode("x", lambda fg, alpha, bg: fg)
+
+
+@pytest.mark.parametrize("box", [(10, 11, 5, 30), (5, 30, 20, 22), (12, 13, 7, 8)])
+def test_poisson_on_a_sliver_mask_pastes_hard_like_the_numpy_op(box):
+    # seamlessClone raises on a mask under 3 px wide or tall; both ops paste such a sliver hard
+    y0, y1, x0, x1 = box
+    g = torch.Generator().manual_seed(0)
+    fg, bg = torch.rand(1, 3, 40, 50, generator=g), torch.rand(1, 3, 40, 50, generator=g)
+    alpha = torch.zeros(1, 1, 40, 50)
+    alpha[..., y0:y1, x0:x1] = 1
+    out = blend(fg, alpha, bg, "poisson")
+    torch.testing.assert_close(out, torch.where(alpha > 0.5, fg, bg))
+    ref = blend_np(fg[0].permute(1, 2, 0).numpy(), alpha[0, 0].numpy(), bg[0].permute(1, 2, 0).numpy(), "poisson")
+    np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), ref, atol=1e-6)
