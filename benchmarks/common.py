@@ -151,3 +151,21 @@ def repo_relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(Path(path).resolve())
+
+
+class TeeLog:
+    """``log(msg)``: prints ``[elapsed s] msg`` and appends it to ``path`` (flushed per line); ``start``
+    is the ``time.perf_counter()`` the elapsed times count from. Call ``close()`` at the end."""
+
+    def __init__(self, path: Path):
+        self.start = time.perf_counter()
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.perf_counter() - self.start:7.1f}s] {msg}"
+        print(line, flush=True)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()

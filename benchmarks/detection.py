@@ -70,7 +70,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, git_commit, repo_relative, write_result
+from common import RESULTS, ROOT, TeeLog, git_commit, repo_relative, write_result
 
 from synthloop.experiments.detection import (
     DEVIATIONS,
@@ -138,14 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    log_fh = open(results_dir / f"{name}.log", "a", encoding="utf-8")
-    start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        line = f"[{time.perf_counter() - start:7.1f}s] {msg}"
-        print(line, flush=True)
-        log_fh.write(line + "\n")
-        log_fh.flush()
+    log = TeeLog(results_dir / f"{name}.log")
+    start = log.start
 
     log(
         f"detection benchmark ({'quick' if args.quick else 'full'}), commit {git_commit()}, {args.threads} torch thread(s), run folder {repo_relative(run_dir)}"
@@ -154,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         budget, args.seed, run_dir, log, cache_dir=args.cache_dir, only=args.only, ablations=not args.no_ablations, baseline_only=args.baseline_only
     )
     if args.baseline_only:
-        log_fh.close()
+        log.close()
         return {"baseline": run.baseline_ap, "training": run.baseline_info}
     payload = _payload(args, budget, name, run, results_dir, run_dir, time.perf_counter() - start)
     path = write_result(name, payload, results_dir=results_dir)
@@ -163,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log("\nablations (terse_d with one component changed):\n" + table(run.ablations, run.baseline_ap))
     log(f"checks: {payload['checks']}")
     log(f"wall {payload['timings']['wall_s']:.0f} s -> {repo_relative(path)}")
-    log_fh.close()
+    log.close()
     return payload
 
 
@@ -245,14 +239,8 @@ def main_methods(args: argparse.Namespace) -> dict[str, Any]:
     run_dir = args.run_dir or (ROOT / "runs" / f"bench_{name}")
     results_dir = Path(args.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    log_fh = open(results_dir / f"{name}.log", "a", encoding="utf-8")  # noqa: SIM115 (closed at the end, as in main)
-    start = time.perf_counter()
-
-    def log(msg: str) -> None:
-        line = f"[{time.perf_counter() - start:7.1f}s] {msg}"
-        print(line, flush=True)
-        log_fh.write(line + "\n")
-        log_fh.flush()
+    log = TeeLog(results_dir / f"{name}.log")
+    start = log.start
 
     log(
         f"detection methods benchmark ({'quick' if args.quick else 'full'}), commit {git_commit()}, seeds {seeds}, {args.threads} torch thread(s), run folder {repo_relative(run_dir)}"
@@ -293,7 +281,7 @@ def main_methods(args: argparse.Namespace) -> dict[str, Any]:
     log("\n" + _methods_table(tests))
     log(f"comparisons: {json.dumps(payload['comparisons'])}")
     log(f"wall {payload['timings']['wall_s']:.0f} s -> {repo_relative(path)}")
-    log_fh.close()
+    log.close()
     return payload
 
 

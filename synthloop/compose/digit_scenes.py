@@ -169,6 +169,18 @@ def _boxes_apart(a: Sequence[float], b: Sequence[float], gap: float) -> bool:
     return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
 
 
+def free_box(g: torch.Generator, bw: float, bh: float, boxes: Sequence[Sequence[float]]) -> tuple[float, float, float, float] | None:
+    """A ``bw`` x ``bh`` box at a uniform position inside the canvas margins, at least ``BOX_GAP``
+    from every box in ``boxes``: up to ``MAX_TRIES`` draws (x then y each), ``None`` if none fits."""
+    for _ in range(MAX_TRIES):
+        x0 = _uniform(g, EDGE_MARGIN, CANVAS - EDGE_MARGIN - bw)
+        y0 = _uniform(g, EDGE_MARGIN, CANVAS - EDGE_MARGIN - bh)
+        box = (x0, y0, x0 + bw, y0 + bh)
+        if all(_boxes_apart(box, b, BOX_GAP) for b in boxes):
+            return box
+    return None
+
+
 def _pick_tint(g: torch.Generator, background: np.ndarray, box: Sequence[float]) -> list[float]:
     x0, y0, x1, y1 = (int(math.floor(box[0])), int(math.floor(box[1])), int(math.ceil(box[2])), int(math.ceil(box[3])))
     patch = background[max(y0, 0) : y1, max(x0, 0) : x1].reshape(-1, 3)
@@ -228,14 +240,7 @@ def sample_digit_scene(
         s = height / mask_h
         centred = placed_box([angle, 0.0, 0.0, 0.0, s, s], geom, canvas)
         bw, bh = centred[2] - centred[0], centred[3] - centred[1]
-        hit = None
-        for _ in range(MAX_TRIES):
-            x0 = _uniform(g, EDGE_MARGIN, CANVAS - EDGE_MARGIN - bw)
-            y0 = _uniform(g, EDGE_MARGIN, CANVAS - EDGE_MARGIN - bh)
-            box = (x0, y0, x0 + bw, y0 + bh)
-            if all(_boxes_apart(box, b, BOX_GAP) for b in boxes):
-                hit = box
-                break
+        hit = free_box(g, bw, bh, boxes)
         if hit is None:
             continue
         boxes.append(hit)

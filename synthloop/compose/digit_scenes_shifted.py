@@ -27,19 +27,7 @@ import torch
 from synthloop.compose.apply import SceneResult, apply_scene
 
 # the real generator's helpers (tint choice, box spacing): the shift changes its numbers, not its rules
-from synthloop.compose.digit_scenes import (
-    BOX_GAP,
-    CANVAS,
-    CATEGORIES,
-    EDGE_MARGIN,
-    MAX_TRIES,
-    ROTATION,
-    _boxes_apart,
-    _FixedBackground,
-    _pick_tint,
-    _uniform,
-    digit_cutouts,
-)
+from synthloop.compose.digit_scenes import CANVAS, CATEGORIES, ROTATION, _FixedBackground, _pick_tint, _uniform, digit_cutouts, free_box
 from synthloop.compose.params import BlendSpec, ObjectParams, SceneParams
 from synthloop.compose.sampler import instance_geometry, placed_box
 from synthloop.data._io import staged_dir
@@ -80,13 +68,7 @@ def sample_shifted_scene(
         s = height / max(geom[2][3] - geom[2][1], 1)
         centred = placed_box([angle, 0.0, 0.0, 0.0, s, s], geom, canvas)
         bw, bh = centred[2] - centred[0], centred[3] - centred[1]
-        hit = None
-        for _ in range(MAX_TRIES):
-            x0, y0 = _uniform(g, EDGE_MARGIN, CANVAS - EDGE_MARGIN - bw), _uniform(g, EDGE_MARGIN, CANVAS - EDGE_MARGIN - bh)
-            box = (x0, y0, x0 + bw, y0 + bh)
-            if all(_boxes_apart(box, b, BOX_GAP) for b in boxes):
-                hit = box
-                break
+        hit = free_box(g, bw, bh, boxes)
         if hit is None:
             continue
         boxes.append(hit)
