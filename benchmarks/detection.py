@@ -214,8 +214,10 @@ def _payload(args: argparse.Namespace, budget: dict[str, Any], name: str, run: A
         data = run.data
         payload["deviations"] = [
             *DEVIATIONS,
-            f"Low-data variant: only {len(data.train_images)} real training images (baseline, T's real half and D's real images; loop_real = {len(data.loop_indices)}, not the 1,000 of the budget line above); "
-            f"the baseline trains {budget['baseline']['epochs']} epochs (val-selected from epoch {budget['baseline']['select_from_epoch']}), fewer optimiser steps than the main baseline (see variant.baseline_budget_rationale).",
+            (
+                f"Low-data variant: only {len(data.train_images)} real training images (baseline, T's real half and D's real images; loop_real = {len(data.loop_indices)}, not the 1,000 of the budget line above); "
+                f"the baseline trains {budget['baseline']['epochs']} epochs (val-selected from epoch {budget['baseline']['select_from_epoch']}), fewer optimiser steps than the main baseline (see variant.baseline_budget_rationale)."
+            ),
         ]
     if args.ranges == "plausible":
         payload["deviations"] = [
@@ -292,9 +294,11 @@ def _paired(per_seed: dict[str, Any]) -> dict[str, Any]:
 
     base = per_seed.get("baseline", {})
     out: dict[str, Any] = {}
-    for t in ("in_distribution", "shifted"):
+    from synthloop.experiments.detection_methods import TESTS
+
+    for t in TESTS:
         for row, by_seed in per_seed.items():
-            seeds = [s for s in by_seed if s in base and row != "baseline"]
+            seeds = [s for s in by_seed if s in base and row != "baseline" and t in by_seed[s]["ap"] and t in base[s]["ap"]]
             if seeds:
                 cell = {}
                 for k in ("ap50", "ap80"):
@@ -306,14 +310,18 @@ def _paired(per_seed: dict[str, Any]) -> dict[str, Any]:
 
 def _methods_protocol(budget: dict[str, Any], seeds: list[int], args: argparse.Namespace) -> dict[str, Any]:
     from synthloop.compose import digit_scenes_shifted as sh
-    from synthloop.experiments.detection_methods import ABLATIONS, REFERENCE_SEED, ROWS
+    from synthloop.experiments.detection_methods import ABLATIONS, REFERENCE_SEED, ROWS, TEST_SHIFTS
 
     return {
         "setting": f"low data: {budget['real_train']} real training scenes (fixed seeded subset of digits-in-scenes train, data seed {budget['data_seed']}); val 500 for the baseline's epoch selection",
         "tests": {
             "in_distribution": "digits-in-scenes test split (1,000 images, MNIST test digits, photo backgrounds)",
-            "shifted": f"{budget['shifted_count']} images, synthloop.compose.digit_scenes_shifted (seed 0): digit heights {sh.SHIFT_HEIGHT} px (real 20-50), "
-            f"procedural backgrounds {list(sh.SHIFT_BACKGROUNDS)} (real: photos), alpha blur sigma {sh.SHIFT_BLUR} (real 0.5), {sh.SHIFT_DIGITS[0]}-{sh.SHIFT_DIGITS[1]} digits (real 1-5)",
+            **{
+                t: f"{budget['shifted_count']} images, synthloop.compose.digit_scenes_shifted preset {shift!r} (seed 0): {sh.SHIFTS[shift].describe()}"
+                for t, shift in TEST_SHIFTS.items()
+            },
+            "shifted_choice": "'shifted' is the mild preset, calibrated on the seed-0 baseline before any row was compared (41.7 AP50 there vs 61.1 in-distribution); "
+            "'shifted_severe' is the first shifted test (procedural backgrounds too), kept for reference: the baseline scores ~4 AP50 there, so rows sit at the floor",
         },
         "seeds": f"{seeds}: each seed varies the baseline's initialisation and batch order and every loop's randomness; the data are the same for all seeds",
         "baseline": budget["baseline"],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synthloop.experiments.detection_methods import ROWS, TERSE_TEACHER, comparisons, summarise
+from synthloop.experiments.detection_methods import ROWS, TERSE_TEACHER, TESTS, Tests, comparisons, summarise
 from synthloop.loops.terse_detection_config import SceneTerseConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,47 @@ def test_summarise_and_the_pooled_std_targets():
     assert c["hard_positive_ratio_vs_random_paste"]["terse_teacher"] == {"ratio": 3.5, "plausible_at_least_random_paste": True}
 
 
+def test_summary_skips_a_test_set_a_row_was_not_evaluated_on():
+    per_seed = {
+        "baseline": {s: {"ap": {"in_distribution": _ap(0.4), "shifted": _ap(0.2), "shifted_severe": _ap(0.05)}} for s in (0, 1)},
+        "old_row": {s: {"ap": {"in_distribution": _ap(0.5), "shifted": _ap(0.3)}} for s in (0, 1)},
+    }
+    tests = summarise(per_seed)
+    assert set(tests["shifted_severe"]) == {"baseline"} and set(tests["shifted"]) == {"baseline", "old_row"}
+
+
+def test_refresh_evaluates_saved_weights_again_when_the_test_sets_changed(tmp_path):
+    import torch
+
+    from synthloop.experiments.detection import copy_target, new_detector
+    from synthloop.loops.checkpoint import save_checkpoint
+    from synthloop.models.detection import LabelMap
+
+    baseline = new_detector(LabelMap((1, 2), ("a", "b")), 0)
+    trained = copy_target(baseline)
+    with torch.no_grad():
+        next(trained.model.parameters()).add_(1.0)  # the row's weights differ from the baseline's
+    save_checkpoint(tmp_path / "row_model.pt", {"model": trained.model.state_dict()})
+    old = {"ap": {"in_distribution": _ap(0.5), "shifted": _ap(0.01)}, "history": [1]}
+    (tmp_path / "row.json").write_text(json.dumps({"key": "k", "result": old}))
+    seen = []
+
+    class FakeTests(Tests):
+        def __init__(self):
+            self.sets, self.signature = {"in_distribution": None, "shifted": None, "shifted_severe": None}, {"shifted": "mild v1"}
+
+        def evaluate(self, target, batch_size):
+            seen.append(next(target.model.parameters()).detach().clone())
+            return {t: _ap(0.3) for t in self.sets}
+
+    tests = FakeTests()
+    new = tests.refresh(tmp_path / "row.json", old, baseline, 4, print)
+    assert set(new["ap"]) == set(tests.sets) and new["tests"] == tests.signature and new["history"] == [1]
+    assert torch.equal(seen[0], next(trained.model.parameters()))  # the saved weights, not the baseline's
+    assert json.loads((tmp_path / "row.json").read_text()) == {"key": "k", "result": new}
+    assert tests.refresh(tmp_path / "row.json", new, baseline, 4, print) is new and len(seen) == 1  # current: nothing evaluated
+
+
 @pytest.mark.slow
 def test_quick_benchmark_writes_the_contract_and_reuses_its_cache(tmp_path):
     # three rows keep it short (about 2 min on an idle 2-core box); the row list is the same code path for all of ROWS
@@ -67,7 +108,7 @@ def test_quick_benchmark_writes_the_contract_and_reuses_its_cache(tmp_path):
         docs.append(json.loads((tmp_path / "results" / "detection_methods_quick.json").read_text()))
     doc = docs[1]
     assert doc["seeds"] == [0, 1] and (doc["commit"] is None or len(doc["commit"]) == 40)
-    assert set(doc["tests"]) == {"in_distribution", "shifted"}
+    assert set(doc["tests"]) == set(TESTS) == {"in_distribution", "shifted", "shifted_severe"}
     for t in doc["tests"].values():
         assert set(t) == set(rows)
         for name, row in t.items():
