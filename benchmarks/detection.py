@@ -233,7 +233,7 @@ def _payload(args: argparse.Namespace, budget: dict[str, Any], name: str, run: A
 
 def main_methods(args: argparse.Namespace) -> dict[str, Any]:
     """The methods protocol (:mod:`synthloop.experiments.detection_methods`): rows x seeds x two test sets."""
-    from synthloop.experiments.detection_methods import SEEDS, comparisons, methods_budget, run_methods_benchmark, summarise
+    from synthloop.experiments.detection_methods import SEEDS, comparisons, feedback_targets, imitation_table, methods_budget, run_methods_benchmark, summarise
 
     budget = methods_budget(args.quick)
     name = "detection_methods_quick" if args.quick else "detection_methods"
@@ -260,15 +260,25 @@ def main_methods(args: argparse.Namespace) -> dict[str, Any]:
         "rows_missing_seeds": incomplete,
         "tests": tests,
         "comparisons": comparisons(tests),
+        "feedback_targets": feedback_targets(tests),
+        "imitation_table": imitation_table(tests, per_seed),
         "paired_vs_baseline": _paired(per_seed),
         "per_seed": {
             k: {
-                str(s): {"ap": r["ap"], **{kk: r.get(kk) for kk in ("hard_positive_fraction", "plausible_fraction", "hard_plausible_fraction", "timings")}}
+                str(s): {
+                    "ap": r["ap"],
+                    **{
+                        kk: r.get(kk)
+                        for kk in ("hard_positive_fraction", "plausible_fraction", "hard_plausible_fraction", "timings", "synthetic_share", "selected_cycle")
+                        if kk in r or kk in ("hard_positive_fraction", "plausible_fraction", "hard_plausible_fraction", "timings")
+                    },
+                }
                 for s, r in v.items()
             }
             for k, v in per_seed.items()
         },
         "history": {k: {str(s): r.get("history") for s, r in v.items()} for k, v in per_seed.items() if k != "baseline"},
+        "policy_history": {str(s): r.get("policy_history") for s, r in per_seed.get("policy", {}).items()},
         "constraints_learned": next((r["constraints"] for v in per_seed.values() for r in v.values() if r.get("constraints")), None),
         "timings": {
             "wall_s": round(time.perf_counter() - start, 1),
@@ -282,6 +292,9 @@ def main_methods(args: argparse.Namespace) -> dict[str, Any]:
     path = write_result(name, payload, results_dir=results_dir)
     log("\n" + _methods_table(tests))
     log(f"comparisons: {json.dumps(payload['comparisons'])}")
+    if payload["imitation_table"]:
+        log("imitation table: " + json.dumps(payload["imitation_table"]))
+        log(f"feedback targets: {json.dumps(payload['feedback_targets'])}")
     log(f"wall {payload['timings']['wall_s']:.0f} s -> {repo_relative(path)}")
     log.close()
     return payload
@@ -327,6 +340,13 @@ def _methods_protocol(budget: dict[str, Any], seeds: list[int], args: argparse.N
         "baseline": budget["baseline"],
         "loop_shared": budget["loop"],
         "rows": ROWS,
+        "feedback_rows": {
+            "imitation": "seed 001's imitation training from the seed's baseline (synthloop.experiments.detection_imitation): failures mined on the real val split, "
+            "re-simulated around their attributes, retrained at <= 50 % synthetic per minibatch; the row is the cycle with the best val AP; "
+            "imitation_no_imitation: the same count of random-paste scenes and schedule; imitation_sim: synthetic only",
+            "policy": "a learned distribution over the random paste generator's parameters (synthloop.experiments.detection_policy), rewarded by the val AP gain of short fine-tunes, "
+            "then the TERSE rows' fine-tune schedule with scenes from the final policy",
+        },
         "ablations": ABLATIONS if args.ablations else {},
         "equal_budget": "every fine-tuned row starts from its seed's baseline: same cycles, synthetic images per cycle, T epochs per cycle at 1:1 real:synthetic (real_only_finetune: the same number of images, all real)",
         "hardness": "per pasted object: the same seed's baseline confidence (best score of its class at IoU >= 0.5); hard positive: < 0.5",

@@ -95,6 +95,11 @@ ROWS: dict[str, dict[str, Any] | None] = {
     "terse_paper": METHODS["terse_d"],
     "terse_teacher": TERSE_TEACHER,
 }
+FEEDBACK_ROWS = ("imitation", "policy")
+"""Rows of issue 12, each run by its own experiment module: ``imitation``
+(:func:`synthloop.experiments.detection_imitation.run_imitation_rows`, which also returns the
+``imitation_cycle_<k>``, ``imitation_sim`` and ``imitation_no_imitation`` rows of the imitation
+table) and ``policy`` (:func:`synthloop.experiments.detection_policy.run_policy_row`)."""
 ABLATIONS: dict[str, dict[str, Any]] = {
     "teacher_off": {"objective": "paper"},
     "constraints_off": {"constraints": False},
@@ -283,7 +288,7 @@ def run_methods_benchmark(
 ) -> dict[str, Any]:
     """Every row (and, with ``ablations``, every ablation) for every seed; returns
     ``{"per_seed": {row: {seed: result}}, "reference": ..., "timings": ...}``."""
-    names = list(rows) if rows is not None else list(ROWS)
+    names = list(rows) if rows is not None else [*ROWS, *FEEDBACK_ROWS]
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
     t_start = time.perf_counter()
     data: Data | None = None
@@ -296,7 +301,7 @@ def run_methods_benchmark(
         data = Data(budget, seed, cache_dir)
         tests = Tests(data, budget, cache_dir)
         baseline, info = train_baseline(data, budget, seed, sdir, log)
-        todo = {n: ROWS[n] for n in names if n != "baseline"}
+        todo = {n: ROWS[n] for n in names if n != "baseline" and n not in FEEDBACK_ROWS}
         if ablations:
             todo.update({f"ablation_{a}": {**TERSE_TEACHER, **o} for a, o in ABLATIONS.items()})
         base_cache, base_key = sdir / "baseline_eval.json", _key({"baseline": baseline_key(baseline), "tests": tests.signature})
@@ -317,6 +322,9 @@ def run_methods_benchmark(
             row = run_row(name, data, tests, baseline, budget, seed, sdir, log, overrides=overrides, teacher=teacher, cached_only=cached_only)
             if row is not None:
                 per_seed.setdefault(name, {})[seed] = row
+        for name in (n for n in names if n in FEEDBACK_ROWS):
+            for key, row in _feedback_rows(name, data, tests, baseline, budget, seed, sdir, log, cached_only).items():
+                per_seed.setdefault(key, {})[seed] = row
     # plausibility: the reference is built from the seed-0 baseline, so it waits until that baseline exists
     ref_dir = run_dir / "seed_0"
     ref_ready = not cached_only or (run_dir / "reference_random_paste_model.pt").is_file()
@@ -329,6 +337,52 @@ def run_methods_benchmark(
     else:
         log("plausibility: the seed-0 baseline is not trained yet; run again with seed 0 to add it")
     return {"per_seed": per_seed, "wall_s": round(time.perf_counter() - t_start, 1)}
+
+
+def _feedback_rows(
+    name: str, data: Data, tests: Tests, baseline: DetectionTarget, budget: Mapping[str, Any], seed: int, sdir: Path, log: Log, cached_only: bool
+) -> dict[str, dict[str, Any]]:
+    """The rows of one :data:`FEEDBACK_ROWS` entry for one seed (``{}`` when not run yet under
+    ``cached_only``), each on the current test sets (:meth:`Tests.refresh`)."""
+    if name == "imitation":
+        from synthloop.experiments.detection_imitation import run_imitation_rows
+
+        rows = run_imitation_rows(data, tests, baseline, budget, seed, sdir, log, cached_only=cached_only) or {}
+    else:
+        from synthloop.experiments.detection_policy import run_policy_row
+
+        row = run_policy_row(data, tests, baseline, budget, seed, sdir, log, cached_only=cached_only)
+        rows = {"policy": row} if row is not None else {}
+    batch = budget["eval_batch_size"]
+    return {k: tests.refresh(sdir / f"{k}.json", r, baseline, batch, log) if (sdir / f"{k}.json").is_file() else r for k, r in rows.items()}
+
+
+IMITATION_TABLE = {"real": "baseline", "sim": "imitation_sim", "real+sim (no imitation)": "imitation_no_imitation"}
+"""Seed 001's table rows before the cycles: table name -> benchmark row (``cycle_<k>`` -> ``imitation_cycle_<k>``)."""
+
+
+def imitation_table(tests: Mapping[str, Mapping[str, Mapping[str, Any]]], per_seed: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Issue 12's ``imitation_table``: seed 001's rows (``real``, ``sim``, ``real+sim (no imitation)``,
+    ``cycle_1`` ...) from the summarised ``tests``, with the synthetic share (mean over seeds; 0 for
+    the real-only baseline). Rows not run are left out."""
+    names = dict(IMITATION_TABLE)
+    k = 1
+    while f"imitation_cycle_{k}" in per_seed:
+        names[f"cycle_{k}"] = f"imitation_cycle_{k}"
+        k += 1
+    out = []
+    for table_name, row in names.items():
+        if row not in per_seed or "in_distribution" not in tests or row not in tests["in_distribution"]:
+            continue
+        shares = [r.get("synthetic_share") for r in per_seed[row].values()]
+        entry: dict[str, Any] = {"name": table_name, "row": row, "seeds": sorted(per_seed[row])}
+        for t in ("in_distribution", "shifted"):
+            cell = tests.get(t, {}).get(row)
+            if cell is not None:
+                entry.update({f"{t}_ap50_mean": cell["ap50_mean"], f"{t}_ap80_mean": cell["ap80_mean"], f"{t}_ap80_std": cell["ap80_std"]})
+        entry["synthetic_share"] = 0.0 if row == "baseline" else (round(mean_std([float(v) for v in shares])[0], 4) if None not in shares else None)
+        out.append(entry)
+    return out
 
 
 def summarise(per_seed: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -352,6 +406,32 @@ def summarise(per_seed: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[s
                 vals = [r[k] for r in by_seed.values() if r.get(k) is not None]
                 row[k] = round(mean_std(vals)[0], 4) if vals else None
             out[t][name] = row
+    return out
+
+
+FEEDBACK_TARGETS = (("imitation", "imitation_no_imitation", 2.0), ("policy", "random_paste", 2.0))
+"""Issue 12's targets: ``(row, compared with, AP80 points needed on the shifted test)``; imitation
+must also not lose in-distribution."""
+
+
+def feedback_targets(tests: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Issue 12's targets per row of :data:`FEEDBACK_TARGETS` that was run: the AP80 difference on
+    each test set with the pooled std, and whether the target is met (shifted: ``>= need`` and
+    beyond the pooled std; in-distribution, imitation only: not below by more than the pooled std)."""
+    out: dict[str, Any] = {}
+    for row, other, need in FEEDBACK_TARGETS:
+        cells: dict[str, Any] = {}
+        for t in ("in_distribution", "shifted"):
+            rows = tests.get(t, {})
+            if row in rows and other in rows:
+                d = rows[row]["ap80_mean"] - rows[other]["ap80_mean"]
+                p = pooled_std(rows[row]["ap80_std"], rows[other]["ap80_std"])
+                cells[t] = {"vs": other, "diff": round(d, 2), "pooled_std": round(p, 2), "beyond_pooled_std": abs(d) > p}
+        if "shifted" in cells:
+            met = cells["shifted"]["diff"] >= need and cells["shifted"]["beyond_pooled_std"]
+            if row == "imitation" and "in_distribution" in cells:
+                met = met and not (cells["in_distribution"]["diff"] < 0 and cells["in_distribution"]["beyond_pooled_std"])
+            out[row] = {**cells, "target": f"shifted AP80 >= {other} + {need}" + (", no in-distribution loss" if row == "imitation" else ""), "target_met": met}
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synthloop.experiments.detection_methods import ROWS, TERSE_TEACHER, TESTS, Tests, comparisons, summarise
+from synthloop.experiments.detection_methods import ROWS, TERSE_TEACHER, TESTS, Tests, comparisons, feedback_targets, imitation_table, summarise
 from synthloop.loops.terse_detection_config import SceneTerseConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +53,33 @@ def test_summarise_and_the_pooled_std_targets():
     assert c["in_distribution"]["ap80_vs_baseline"]["target_met"]
     assert not c["shifted"]["ap80_vs_random_paste"]["target_met"]  # +0.5 points: below the +2 target
     assert c["hard_positive_ratio_vs_random_paste"]["terse_teacher"] == {"ratio": 3.5, "plausible_at_least_random_paste": True}
+
+
+def test_imitation_table_and_feedback_targets():
+    def rows(v, shifted, share=None):
+        return {s: {"ap": {"in_distribution": _ap(v + 0.01 * s), "shifted": _ap(shifted + 0.01 * s)}, "synthetic_share": share} for s in (0, 1, 2)}
+
+    per_seed = {
+        "baseline": rows(0.40, 0.20),
+        "random_paste": rows(0.42, 0.21, 0.5),
+        "imitation_no_imitation": rows(0.42, 0.22, 0.5),
+        "imitation_sim": rows(0.10, 0.05, 1.0),
+        "imitation_cycle_1": rows(0.41, 0.23, 0.5),
+        "imitation_cycle_2": rows(0.43, 0.26, 0.5),
+        "imitation": rows(0.43, 0.26, 0.5),
+        "policy": rows(0.42, 0.22, 0.5),
+    }
+    tests = summarise(per_seed)
+    table = imitation_table(tests, per_seed)
+    assert [r["name"] for r in table] == ["real", "sim", "real+sim (no imitation)", "cycle_1", "cycle_2"]
+    assert table[0]["synthetic_share"] == 0.0 and table[1]["synthetic_share"] == 1.0
+    assert table[4]["shifted_ap80_mean"] == pytest.approx(27.0) and table[4]["in_distribution_ap80_std"] == pytest.approx(1.0)
+    assert {"in_distribution_ap50_mean", "in_distribution_ap80_mean", "shifted_ap50_mean", "shifted_ap80_std"} <= set(table[3])
+    t = feedback_targets(tests)
+    assert t["imitation"]["shifted"]["diff"] == pytest.approx(4.0) and t["imitation"]["target_met"]  # +4 shifted, +1 in-distribution
+    assert t["policy"]["shifted"]["diff"] == pytest.approx(1.0) and not t["policy"]["target_met"]  # +1: below the +2 target
+    del per_seed["imitation_no_imitation"]
+    assert "imitation" not in feedback_targets(summarise(per_seed))
 
 
 def test_summary_skips_a_test_set_a_row_was_not_evaluated_on():
