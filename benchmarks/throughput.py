@@ -22,7 +22,8 @@ Per workload and mode (``none alpha gaussian box motion poisson pyramid``):
   what two free cores would give).
 
 ``profile``: where the time of a 1-worker job goes (cProfile, cumulative time of the stage
-functions over the job's wall time; ``other`` is the rest: sample bookkeeping, Python glue).
+functions over the job's wall time; ``other`` is the rest, and ``profiles[workload].other_top``
+names the functions with the most self time outside every stage).
 ``reference``: a plain PIL paste loop (digits) and the bare floor: a NumPy loop that
 alpha-composites the same 3-6 cut-outs onto the same backgrounds (no warp, no annotations) and
 writes JPEG q90, in 1 and 2 processes. ``ray`` comes from ``benchmarks/throughput_ray.py`` when it
@@ -173,7 +174,31 @@ def profile_job(cfg, out: Path) -> dict:
     # the stages' functions do not call each other; "other" is what no stage holds (Python glue)
     shares["ipc"] = 0.0  # profiled in process (no pool); with workers a task carries params + small cut-outs (see profile_note)
     shares["other"] = round(max(0.0, 1.0 - sum(shares.values())), 4)
-    return {"shares": shares, "images": cfg.num_images, "wall_s": round(total, 2), "ms_per_image": round(total / cfg.num_images * 1e3, 2)}
+    return {
+        "shares": shares,
+        "other_top": other_top(stats, total),
+        "images": cfg.num_images,
+        "wall_s": round(total, 2),
+        "ms_per_image": round(total / cfg.num_images * 1e3, 2),
+    }
+
+
+def other_top(stats: dict, total: float, top: int = 10) -> dict[str, float]:
+    """What ``other`` is: the functions with the most self time (share of the wall time) that run
+    outside every stage's functions. A function is inside a stage when it is a stage function or
+    every function calling it is inside one (a fixpoint over cProfile's caller graph); one with
+    callers both inside and outside counts as outside, so this over- rather than under-states."""
+    staged = {k for k in stats if any(k[0].endswith(suffix) and k[2] == fn for funcs in STAGES.values() for suffix, fn in funcs)}
+    inside = set(staged)
+    changed = True
+    while changed:
+        changed = False
+        for key, (_, _, _, _, callers) in stats.items():
+            if key not in inside and callers and all(c in inside for c in callers):
+                inside.add(key)
+                changed = True
+    rows = sorted(((v[2], k) for k, v in stats.items() if k not in inside), reverse=True)[:top]
+    return {f"{Path(f).parent.name}/{Path(f).name}:{name}" if f != "~" else name: round(tt / total, 4) for tt, (f, _, name) in rows}
 
 
 def _worker_cpu_s(workers: int) -> float:
@@ -343,6 +368,7 @@ def main() -> None:
         result["profile"] = profiles.get("cutouts", next(iter(profiles.values())))["shares"]
         result["profiles"] = profiles
         result["profile_note"] = ("shares of a 1-worker job's wall time (cProfile cumulative time of each stage's functions, blend mode none); "
+                                  "other_top: the functions with the most self time outside every stage (what other is); "
                                   "ipc is 0 in this in-process profile; in a pool run the parent samples the params and a task carries them (plus cut-outs up to 64 KiB; larger ones and backgrounds go through .npy files in .work/cache), images and records are written by the worker")  # fmt: skip
         for workload in args.workloads:
             modes: dict[str, dict] = {}

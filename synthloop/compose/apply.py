@@ -168,12 +168,12 @@ def instance_shape(instances: InstanceSource, index: int) -> tuple[int, int]:
 def alpha_support(alpha: np.ndarray) -> tuple[int, int, int, int]:
     """Box ``(x0, y0, x1, y1)`` of the pixels with alpha > 0, grown by one pixel (clipped to the
     cut-out): a bilinear warp is 0 wherever it samples only outside this box."""
-    rows = np.flatnonzero((alpha > 0).any(1))
-    if rows.size == 0:
+    # OpenCV's bounding box of the non-zero pixels (~10x faster than NumPy's any/flatnonzero on a digit)
+    x, y, bw, bh = cv2.boundingRect(np.ascontiguousarray(alpha > 0).view(np.uint8))
+    if bw == 0:
         return 0, 0, 1, 1
-    cols = np.flatnonzero((alpha > 0).any(0))
     h, w = alpha.shape[:2]
-    return max(int(cols[0]) - 1, 0), max(int(rows[0]) - 1, 0), min(int(cols[-1]) + 2, w), min(int(rows[-1]) + 2, h)
+    return max(x - 1, 0), max(y - 1, 0), min(x + bw + 1, w), min(y + bh + 1, h)
 
 
 def instance_support(instances: InstanceSource, index: int) -> tuple[int, int, int, int]:
@@ -346,7 +346,9 @@ def apply_scene(params: SceneParams, instances: InstanceSource, backgrounds: Bac
         src = _as_hwc(backgrounds.render_one(params.artefact_background, canvas), canvas)
         for k, art in enumerate(arts):
             paste_artefact(img, src, instances.arrays(art.instance)[1], art, matrix=mats[k], support=instance_support(instances, art.instance), clamp=False)
-    cmaps = color_maps([o.photometric for o in objs], [_instance_mean_gray(instances, o.instance) if list(o.photometric) != IDENTITY_PHOTOMETRIC else 0.0 for o in objs])
+    cmaps = color_maps(
+        [o.photometric for o in objs], [_instance_mean_gray(instances, o.instance) if list(o.photometric) != IDENTITY_PHOTOMETRIC else 0.0 for o in objs]
+    )
     pasted = []
     for k, obj in enumerate(objs):
         rgba = rgba_of(instances, obj.instance)

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml, override_keys, threads_field
+from synthloop.config import Config, apply_overrides, build_config, image_size_type, load_yaml, override_keys, parse_override, threads_field
 from synthloop.data.instances import InstanceBankConfig
+from synthloop.errors import ConfigError
 from synthloop.jobs.paste_config import BackgroundsConfig, CocoSource, absolute_to, resolve_backgrounds
 from synthloop.loops.terse_detection_config import SceneTerseConfig
 from synthloop.models.build import SMALL_FCOS
@@ -29,22 +30,74 @@ REPORT_FILE = "report.html"
 # config
 
 
+SHIFTED = "digit_scenes_shifted"
+"""The built-in shifted test set (:func:`~synthloop.compose.digit_scenes_shifted.load_shifted_test`)."""
+
+
 class DatasetSource(Config):
-    """A COCO data set (``annotations`` + ``images``) or the built-in digits-in-scenes data."""
+    """A COCO data set (``annotations`` + ``images``) or built-in data: the digits-in-scenes set
+    (``digit_scenes``) or its shifted test set (``digit_scenes_shifted``)."""
 
     annotations: Path | None = Field(None, description="COCO instances JSON, or a folder holding annotations.json")
     images: Path | None = Field(None, description="folder the file_name entries are relative to (default: the JSON's folder)")
-    builtin: Literal["digit_scenes"] | None = Field(None, description="built-in data instead of a file")
-    split: Literal["train", "val", "test"] = Field("train", description="with builtin: which split")
-    sizes: dict[str, int] | None = Field(None, description="with builtin: images per split (default 2000/500/1000)")
+    builtin: Literal["digit_scenes", "digit_scenes_shifted"] | None = Field(
+        None,
+        description="built-in data instead of a file: digit_scenes (the digits-in-scenes set) or digit_scenes_shifted (its shifted test set: "
+        "smaller digits, unseen procedural backgrounds, stronger blur, busier scenes; test split only)",
+    )
+    split: Literal["train", "val", "test"] = Field("train", description="with builtin: digit_scenes, which split (digit_scenes_shifted has only test)")
+    sizes: dict[str, int] | None = Field(None, description="with builtin: digit_scenes, images per split (default 2000/500/1000)")
     seed: int = Field(0, description="with builtin: the data generator's seed (data are generated once and cached)")
-    limit: int | None = Field(None, ge=1, description="use only the first N images")
+    limit: int | None = Field(None, ge=1, description="use only the first N images (digit_scenes_shifted: generates N images, default 500)")
+    shift: Literal["mild", "severe"] | None = Field(None, description="with builtin: digit_scenes_shifted, the shift preset (default: the generator's own)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shifted_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("builtin") == SHIFTED and "split" not in data:  # its only split
+            data = {**data, "split": "test"}
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSource:
         if (self.annotations is None) == (self.builtin is None):
             raise ValueError("give exactly one of annotations (a COCO file) or builtin")
+        if self.builtin != SHIFTED:
+            if self.shift is not None:
+                raise ValueError("shift is a setting of builtin: digit_scenes_shifted")
+        elif self.sizes is not None or self.split != "test":
+            raise ValueError("builtin: digit_scenes_shifted is one test set: no split (other than test) or sizes; limit sets its size")
         return self
+
+
+class NamedDatasetSource(DatasetSource):
+    """One of several evaluation sets (``eval: [{name: shifted, ...}, ...]``): a name and the fields
+    of :class:`DatasetSource`."""
+
+    name: str = Field(min_length=1, description="the set's name in metrics.json (eval_sets) and the report; unique")
+
+
+def eval_list_problem(value: Any) -> tuple[str, str] | None:
+    """``(field, message)`` of the first structural problem of a raw ``eval`` list (an item that is not
+    a mapping, a missing, empty or duplicate ``name``), or ``None``. A mapping (one source) or ``None``
+    is fine."""
+    if not isinstance(value, list):
+        return None
+    if not value:
+        return "eval", "an empty list: give at least one named set, or leave eval out"
+    seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"eval[{i}]", f"each set of the list is a mapping {{name: ..., <data set keys>}}, got {item!r}"
+        name = item.get("name")
+        if name is None:
+            return f"eval[{i}].name", "missing: every set of an eval list needs a name"
+        if not isinstance(name, str) or not name.strip():
+            return f"eval[{i}].name", f"must be a non-empty string, got {name!r}"
+        if name in seen:
+            return f"eval[{i}].name", f"duplicate name {name!r} (also eval[{seen[name]}].name); names must be unique"
+        seen[name] = i
+    return None
 
 
 class ForegroundsConfig(Config):
@@ -92,13 +145,31 @@ class ReportConfig(Config):
     scale: int = Field(2, ge=1, description="pixel enlargement of drawn images")
 
 
+class PlausibilityConfig(Config):
+    """The plausibility reference: a detector whose confidence on each kept pasted object says whether
+    the object is still detectable (plausible: confidence >= loop.hard_threshold), reported next to
+    hardness (:mod:`synthloop.metrics.plausibility`)."""
+
+    reference: Literal["teacher", "baseline_random_paste", "none"] | None = Field(
+        None,
+        description="teacher: the loop's teacher as it ends (needs loop.objective: teacher; a frozen teacher is a copy of the baseline); "
+        "baseline_random_paste: a copy of the baseline fine-tuned with plain random paste for the same cycles and T schedule "
+        "(the benchmark's reference; costly: a second loop, about the loop's T time again); none: not measured; "
+        "default (null): teacher when the loop has one, else none",
+    )
+
+
 class TerseDetectionJobConfig(Config):
     """A ``synthloop terse`` job (see the module docstring)."""
 
     seed: int = 0
     image_size: image_size_type(16) = Field((128, 128), description="(H, W) every image is resized to; a single number for square")
     real: DatasetSource
-    eval: DatasetSource | None = None
+    eval: DatasetSource | list[NamedDatasetSource] | None = Field(
+        None,
+        description="where AP is measured: one data set (named 'eval'), or a list of named sets [{name: shifted, <data set keys>}, ...] "
+        "(the first is the main one); default: the real set itself (training-set AP)",
+    )
     foregrounds: ForegroundsConfig = Field(default_factory=ForegroundsConfig)
     backgrounds: BackgroundsConfig = Field(default_factory=lambda: BackgroundsConfig(sources=["photos"]))
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -106,6 +177,7 @@ class TerseDetectionJobConfig(Config):
     loop: SceneTerseConfig = Field(default_factory=SceneTerseConfig)
     eval_batch_size: int = Field(16, ge=1)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    plausibility: PlausibilityConfig = Field(default_factory=PlausibilityConfig)
     threads: int | None = threads_field()
 
     @model_validator(mode="before")
@@ -118,15 +190,48 @@ class TerseDetectionJobConfig(Config):
                 data = {**data, "loop": {**(loop or {}), "seed": data["seed"]}}
         return data
 
+    @field_validator("eval", mode="before")
+    @classmethod
+    def _eval_list(cls, value: Any) -> Any:
+        problem = eval_list_problem(value)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return value
+
+    @model_validator(mode="after")
+    def _reference(self) -> TerseDetectionJobConfig:
+        if self.plausibility.reference == "teacher" and self.loop.objective != "teacher":
+            raise ValueError("plausibility.reference: teacher needs loop.objective: teacher (there is no teacher otherwise)")
+        return self
+
+    def eval_sources(self) -> list[tuple[str, DatasetSource, str]]:
+        """``(name, source, field)`` of every evaluation set in order; a single source is named
+        ``eval``; empty without ``eval`` (the job then scores the real set)."""
+        if self.eval is None:
+            return []
+        if isinstance(self.eval, DatasetSource) and not isinstance(self.eval, NamedDatasetSource):
+            return [("eval", self.eval, "eval")]
+        return [(s.name, s, f"eval[{i}]") for i, s in enumerate(self.eval)]  # type: ignore[union-attr]
+
+    def plausibility_reference(self) -> str:
+        """The reference actually used: the configured one, or (default) ``teacher`` when the loop has one, else ``none``."""
+        ref = self.plausibility.reference
+        if ref is None:
+            return "teacher" if self.loop.objective == "teacher" else "none"
+        return ref
+
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make the file paths of a raw config mapping absolute, relative to ``base``."""
     absolute = absolute_to(base)
     data = dict(data)
+    paths = lambda src: {k: absolute(v) if k in ("annotations", "images") else v for k, v in src.items()}
     for key in ("real", "eval"):
         src = data.get(key)
         if isinstance(src, dict):
-            data[key] = {k: absolute(v) if k in ("annotations", "images") else v for k, v in src.items()}
+            data[key] = paths(src)
+        elif key == "eval" and isinstance(src, list):
+            data[key] = [paths(s) if isinstance(s, dict) else s for s in src]
     fg = data.get("foregrounds")
     if isinstance(fg, dict):
         fg = dict(fg)
@@ -160,16 +265,69 @@ def foreground_sources(cfg: TerseDetectionJobConfig) -> list[Any]:
 
 def load_job_config(path: str | Path, overrides: Sequence[str] | None = None) -> TerseDetectionJobConfig:
     """Load a job config file, apply ``key=value`` overrides, resolve relative paths against the
-    file's folder, validate. Errors name the file and the key (typos list the valid keys). Warns
-    when a background source is also a foreground source
+    file's folder, validate. Errors name the file and the key (typos list the valid keys). A list
+    ``eval`` takes overrides by index or name (``eval.0.limit=50``, ``eval.shifted.limit=50``).
+    Warns when a background source is also a foreground source
     (:func:`~synthloop.jobs.paste_assets.background_overlap`)."""
     from synthloop.jobs.paste_assets import warn_background_overlap
 
     data = load_yaml(path)
-    merged = apply_overrides(data, list(overrides or []))
+    merged, rest = _eval_item_overrides(data, list(overrides or []))
+    merged = apply_overrides(merged, rest)
+    _check_eval_list(merged.get("eval"), str(path))
     cfg = build_config(TerseDetectionJobConfig, _resolve_paths(merged, Path(path).resolve().parent), source=str(path), overridden=override_keys(overrides))
     warn_background_overlap(cfg.backgrounds, foreground_sources(cfg))
     return cfg
+
+
+def _eval_item_overrides(data: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Apply the ``eval.<index or name>.<key>=value`` overrides of a list ``eval`` (e.g.
+    ``eval.0.limit=50``, ``eval.shifted.limit=50``) to a copy of ``data``; returns it and the
+    other overrides."""
+    sets = data.get("eval")
+    if not isinstance(sets, list):
+        return data, overrides
+    sets = [dict(s) if isinstance(s, dict) else s for s in sets]
+    names = {s["name"]: i for i, s in enumerate(sets) if isinstance(s, dict) and isinstance(s.get("name"), str)}
+    rest = []
+    for item in overrides:
+        keys, value = parse_override(item)
+        if len(keys) < 3 or keys[0] != "eval":
+            rest.append(item)
+            continue
+        i = int(keys[1]) if keys[1].isdigit() else names.get(keys[1])
+        if i is None or i >= len(sets) or not isinstance(sets[i], dict):
+            raise ConfigError(f"no eval set {keys[1]!r} (give its index 0..{len(sets) - 1} or its name: {', '.join(map(str, names))})",
+                              file="<command line>", field=".".join(keys))  # fmt: skip
+        cur = sets[i]
+        for part in keys[2:-1]:
+            cur[part] = dict(cur[part]) if isinstance(cur.get(part), dict) else {}
+            cur = cur[part]
+        cur[keys[-1]] = value
+    return {**data, "eval": sets}, rest
+
+
+def _check_eval_list(value: Any, source: str) -> None:
+    """``eval``'s errors as a :class:`~synthloop.errors.ConfigError` naming the file and the field
+    (``eval[1].name``, ``eval.limit``): a list's missing, empty or duplicate name, a bad key of a set.
+    (The union of one source and a list would otherwise name pydantic's union members.)"""
+    problem = eval_list_problem(value)
+    if problem is not None:
+        raise ConfigError(problem[1], file=source, field=problem[0])
+    if isinstance(value, dict):
+        if "name" in value:
+            raise ConfigError("one eval set has no name; for named sets give a list: eval: [{name: ..., <data set keys>}, ...]", file=source, field="eval.name")
+        items: list[tuple[str, type[DatasetSource], Any]] = [("eval", DatasetSource, value)]
+    else:
+        items = [(f"eval[{i}]", NamedDatasetSource, item) for i, item in enumerate(value if isinstance(value, list) else [])]
+    for field, model, item in items:
+        try:
+            model.model_validate(item)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            loc = ".".join(str(p) for p in e.get("loc", ()))
+            msg = "unknown key; valid keys here: " + ", ".join(sorted(model.model_fields)) if e.get("type") == "extra_forbidden" else e.get("msg")
+            raise ConfigError(str(msg), file=source, field=field + (f".{loc}" if loc else "")) from None
 
 
 def resolved_dict(cfg: TerseDetectionJobConfig) -> dict[str, Any]:

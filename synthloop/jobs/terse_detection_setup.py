@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from synthloop.data.dataset import Dataset
 from synthloop.errors import InputError
-from synthloop.jobs.terse_detection_config import MODEL_FILE, MODEL_JSON, DatasetSource, TerseDetectionJobConfig
+from synthloop.jobs.terse_detection_config import MODEL_FILE, MODEL_JSON, SHIFTED, DatasetSource, TerseDetectionJobConfig
 from synthloop.models.build import build_detector
 from synthloop.utils.progress import Progress
 
@@ -37,12 +37,15 @@ class LoadedSet:
 
 @dataclass
 class JobData:
+    """``eval`` is the first evaluation set (``None`` without ``eval``); ``eval_sets`` every one by name, in config order."""
+
     real: LoadedSet
     eval: LoadedSet | None
     label_map: Any
     foregrounds: Any
     backgrounds: Any
     foreground_report: str = ""
+    eval_sets: dict[str, LoadedSet] = field(default_factory=dict)
 
 
 def _read_source(src: DatasetSource, field: str, progress: Progress | None = None) -> tuple[Dataset, str]:
@@ -54,6 +57,9 @@ def _read_source(src: DatasetSource, field: str, progress: Progress | None = Non
         paths = digit_scenes(src.seed, sizes=src.sizes, progress=progress)  # first use: announces and shows the cache build
         file = getattr(paths, src.split)
         ds = read_coco(file)
+    elif src.builtin == SHIFTED:
+        ds, file = _shifted(src, field)
+        return ds, file  # generated at exactly ``limit`` images: nothing to cut
     else:
         assert src.annotations is not None
         file = find_coco_json(src.annotations)
@@ -65,6 +71,22 @@ def _read_source(src: DatasetSource, field: str, progress: Progress | None = Non
     if not ds.images:
         raise InputError("the data set has no images", file=file, field=f"{field}.images")
     return ds, str(file)
+
+
+def _shifted(src: DatasetSource, field: str) -> tuple[Dataset, str]:
+    """The built-in shifted test set (generated once and cached), ``limit`` images (default the generator's)."""
+    import inspect
+
+    from synthloop.compose import digit_scenes_shifted as shifted
+    from synthloop.data.coco import ANNOTATIONS_FILE
+
+    kwargs: dict[str, Any] = {"seed": src.seed, "count": src.limit or shifted.DEFAULT_COUNT}
+    if src.shift is not None:
+        if "shift" not in inspect.signature(shifted.load_shifted_test).parameters:  # presets arrive with a later version of the generator
+            raise InputError(f"this synthloop's shifted test set has no shift presets; leave {field}.shift out", field=f"{field}.shift")
+        kwargs["shift"] = src.shift
+    ds = shifted.load_shifted_test(**kwargs)
+    return ds, str(Path(ds.root) / ANNOTATIONS_FILE)
 
 
 def _load_resized(ds: Dataset, file: str, size: tuple[int, int], label_map: Any, field: str) -> LoadedSet:
@@ -199,19 +221,20 @@ def load_job_data(cfg: TerseDetectionJobConfig, progress: Progress | None = None
     label_map = LabelMap.from_categories(real_ds.categories)
     size = tuple(cfg.image_size)
     real = _load_resized(real_ds, real_file, size, label_map, "real")
-    ev = None
-    if cfg.eval is not None:
-        ev_ds, ev_file = _read_source(cfg.eval, "eval", progress)
+    eval_sets: dict[str, LoadedSet] = {}
+    for name, src, where in cfg.eval_sources():
+        ev_ds, ev_file = _read_source(src, where, progress)
         _check_eval_categories(real_ds, ev_ds, ev_file)
         # scored against the real set's categories: the model may predict any of them, and
         # categories without ground truth here are left out of the AP mean by pycocotools
         ev_ds = Dataset(root=ev_ds.root, categories=list(real_ds.categories), images=ev_ds.images, info=ev_ds.info)
         if not any(not a.iscrowd for im in ev_ds.images for a in im.annotations):
             raise InputError("the evaluation set has no (non-crowd) object, so AP is undefined", file=ev_file, field="annotations")
-        ev = _load_resized(ev_ds, ev_file, size, label_map, "eval")
+        eval_sets[name] = _load_resized(ev_ds, ev_file, size, label_map, where)
     foregrounds, summary = _foregrounds(cfg, real_ds, real_file)
     backgrounds = build_backgrounds(cfg.backgrounds, cfg.seed)
-    return JobData(real, ev, label_map, foregrounds, backgrounds, summary)
+    first = next(iter(eval_sets.values()), None)
+    return JobData(real, first, label_map, foregrounds, backgrounds, summary, eval_sets)
 
 
 def build_target(cfg: TerseDetectionJobConfig, label_map: Any, source: str) -> Any:

@@ -54,6 +54,59 @@ def ap_table(results: Mapping[str, Mapping[str, float] | None], *, caption: str 
     return Table(header, rows, caption=caption, float_format="{:.2f}")
 
 
+def ap_sets_table(sets: Mapping[str, Mapping[str, Mapping[str, float] | None]], *, caption: str | None = None, reference: str = "baseline") -> Table:
+    """The AP table of several evaluation sets: one row block per set (``set name -> model name ->
+    AP`` as in :func:`ap_table`), each block's ``dAP80`` relative to its own ``reference`` row."""
+    header = ["eval set", "model", *(title for _, title in AP_COLUMNS), "dAP80"]
+    rows: list[list[object]] = []
+    for set_name, results in sets.items():
+        block = ap_table(results, reference=reference)
+        for row in block.rows:
+            cells = list(row) + ([None] if len(row) < len(header) - 1 else [])  # a block without its reference has no dAP80
+            rows.append([set_name, *cells])
+    return Table(header, rows, caption=caption, float_format="{:.2f}")
+
+
+def plausibility_scatter_png(confidence: torch.Tensor, reference_confidence: torch.Tensor, *, threshold: float = 0.5, title: str | None = None) -> bytes:
+    """Per pasted object, the baseline's confidence (x) against the plausibility reference's (y), with
+    the ``threshold`` lines and each quadrant's share: top left = hard and plausible (the baseline
+    misses it, the reference still detects it), bottom = implausible (the reference misses it too)."""
+    x = confidence.detach().double().flatten().cpu().clamp(0.0, 1.0).numpy()
+    y = reference_confidence.detach().double().flatten().cpu().clamp(0.0, 1.0).numpy()
+    if x.shape != y.shape or not x.size:
+        raise ValueError(f"{x.size} confidences against {y.size} reference confidences (need the same, non-zero count)")
+    fig = MplFigure(figsize=(5.2, 4.8))
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=9, alpha=min(1.0, max(0.15, 60.0 / x.size)), color="tab:blue", edgecolors="none")
+    ax.axvline(threshold, color="0.4", linestyle="--", linewidth=1)
+    ax.axhline(threshold, color="0.4", linestyle="--", linewidth=1)
+    hard, plausible = x < threshold, y >= threshold
+    quadrants = (
+        (hard & plausible, 0.02, 0.98, "hard + plausible", "left", "top"),
+        (~hard & plausible, 0.98, 0.98, "easy + plausible", "right", "top"),
+        (hard & ~plausible, 0.02, 0.02, "hard, implausible", "left", "bottom"),
+        (~hard & ~plausible, 0.98, 0.02, "easy, implausible", "right", "bottom"),
+    )
+    for mask, tx, ty, label, ha, va in quadrants:
+        ax.text(
+            tx,
+            ty,
+            f"{label}: {100.0 * mask.mean():.1f} %",
+            transform=ax.transAxes,
+            ha=ha,
+            va=va,
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0},
+        )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("baseline confidence (hard: < threshold)")
+    ax.set_ylabel("reference confidence (plausible: >= threshold)")
+    ax.set_title(title or f"Hardness vs plausibility, {x.size} pasted objects")
+    ax.grid(True, alpha=0.3)
+    return figure_png(fig)
+
+
 def detection_tile(
     image: torch.Tensor,
     boxes: torch.Tensor,
@@ -196,13 +249,17 @@ def build_detection_report(
     real_images: torch.Tensor | None = None,
     real_targets: Sequence[Mapping[str, torch.Tensor]] | None = None,
     real_confidence: Sequence[torch.Tensor] | None = None,
+    plausibility_confidence: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> list[Block]:
-    """The blocks of a ``synthloop terse`` report: AP table (baseline vs fine-tuned), hardness
-    histogram of the generated objects, per-cycle sample grids (green = detected, red = missed),
-    the fine-tuned model on evaluation images, loss curves and the per-cycle history.
+    """The blocks of a ``synthloop terse`` report: AP table (baseline vs fine-tuned; one row block
+    per evaluation set when there are several), hardness histogram of the generated objects with
+    their plausibility (when measured: the plausible and hard-and-plausible fractions and the
+    baseline-vs-reference confidence scatter), per-cycle sample grids (green = detected, red =
+    missed), the fine-tuned model on evaluation images, loss curves and the per-cycle history.
 
     ``cfg`` is the job's :class:`~synthloop.jobs.terse_detection_config.TerseDetectionJobConfig`,
-    ``metrics`` what the job writes to ``metrics.json``."""
+    ``metrics`` what the job writes to ``metrics.json``; ``plausibility_confidence`` is ``(baseline,
+    reference)`` confidence per kept object."""
     thr = float(cfg.loop.hard_threshold)
     names = dict(zip(label_map.category_ids, label_map.names))
     baseline = metrics["baseline"]
@@ -214,7 +271,7 @@ def build_detection_report(
             + (f" (from {baseline['from_checkpoint']})" if baseline.get("from_checkpoint") else "")
             + f"; fine-tuned: after {len(metrics['history'])} TERSE cycles (real:synthetic {cfg.loop.real_ratio} in each batch)."
         ),
-        ap_table({"baseline": baseline.get("ap"), "fine-tuned": metrics["final_ap"]}, reference="baseline", caption="AP in points"),
+        _ap_block(metrics),
     ]
     h = metrics.get("hardness", {})
     blocks += [Heading("Hardness of the generated objects")]
@@ -231,6 +288,7 @@ def build_detection_report(
             ),
             Figure(confidence_histogram_png(confidences), "Hardness of the pasted objects of the kept composites", alt="hardness histogram"),
         ]
+        blocks += _plausibility_blocks(metrics.get("plausibility"), plausibility_confidence, thr)
     else:
         blocks.append(Text("No composite was kept, so there is nothing to histogram."))
     blocks.append(Heading("Generated hard examples per cycle"))
@@ -256,11 +314,13 @@ def build_detection_report(
             Heading("Fine-tuned model on evaluation images"),
             Figure(
                 detection_grid_png(
-                    list(real_images), [t["boxes"] for t in real_targets],
+                    list(real_images),
+                    [t["boxes"] for t in real_targets],
                     [_detected(c, int(t["boxes"].reshape(-1, 4).shape[0]), thr) for c, t in zip(real_confidence, real_targets)],
                     names=[[names.get(label_map.category_ids[int(lb) - 1], str(int(lb))) for lb in t["labels"].tolist()] for t in real_targets],
-                    columns=min(len(real_images), 4), scale=cfg.report.scale,
-                ),  # fmt: skip
+                    columns=min(len(real_images), 4),
+                    scale=cfg.report.scale,
+                ),
                 f"Ground-truth boxes of the first {len(real_images)} evaluation images (at the job's image size): green = "
                 f"detected by the fine-tuned model, red = missed",
                 alt="evaluation images",
@@ -268,13 +328,62 @@ def build_detection_report(
         ]
     blocks.append(Heading("Losses"))
     if baseline.get("epoch_losses"):
-        blocks.append(Figure(loss_curves_png({"baseline (real set)": baseline["epoch_losses"]}, title="Baseline training loss"), "Mean detection loss per baseline epoch"))
+        blocks.append(
+            Figure(loss_curves_png({"baseline (real set)": baseline["epoch_losses"]}, title="Baseline training loss"), "Mean detection loss per baseline epoch")
+        )
     loop_curves = {k: [row.get(k, float("nan")) for row in metrics["history"]] for k in LOOP_LOSS_KEYS if any(k in row for row in metrics["history"])}
     if loop_curves:
-        blocks.append(Figure(loss_curves_png(loop_curves, title="Scene loop losses per cycle", xlabel="cycle"), "Per cycle: T's last-epoch loss (t_loss), S's mean objective and its parts, D's mean loss"))
+        blocks.append(
+            Figure(
+                loss_curves_png(loop_curves, title="Scene loop losses per cycle", xlabel="cycle"),
+                "Per cycle: T's last-epoch loss (t_loss), S's mean objective and its parts, D's mean loss",
+            )
+        )
     if metrics["history"]:
         blocks += [Heading("Per-cycle history"), history_table(metrics["history"])]
     blocks += [Heading("Run"), Text(f"Foregrounds: {metrics.get('foregrounds', '')}. Wall time {metrics.get('seconds', 0):.0f} s.")]
+    return blocks
+
+
+def _ap_block(metrics: Mapping[str, Any]) -> Table:
+    """One AP table: baseline vs fine-tuned, with a row block per evaluation set when there are several."""
+    sets = metrics.get("eval_sets") or {}
+    if len(sets) > 1:
+        return ap_sets_table(
+            {name: {"baseline": s.get("baseline"), "fine-tuned": s.get("finetuned")} for name, s in sets.items()},
+            caption="AP in points, per evaluation set ("
+            + "; ".join(f"{name}: {s.get('images', '?')} images of {s.get('file', '?')}" for name, s in sets.items())
+            + ")",
+        )
+    return ap_table({"baseline": metrics["baseline"].get("ap"), "fine-tuned": metrics["final_ap"]}, reference="baseline", caption="AP in points")
+
+
+def _plausibility_blocks(p: Mapping[str, Any] | None, confidence: tuple[torch.Tensor, torch.Tensor] | None, thr: float) -> list[Block]:
+    """Plausibility next to hardness: the fractions, and the scatter of baseline vs reference confidence."""
+    if not p:
+        return []
+    pct = lambda v: "-" if v is None else f"{100.0 * float(v):.1f} %"
+    blocks: list[Block] = [
+        Text(
+            f"Plausibility (reference {p.get('description', p.get('reference'))}): an object is plausible when the reference still detects it "
+            f"(confidence >= {thr:g}). Plausible: {pct(p.get('plausible_fraction'))} of {p.get('objects', 0)} objects; hard for the baseline "
+            f"and plausible: {pct(p.get('hard_plausible_fraction'))}; hard for the model of its cycle and plausible: "
+            f"{pct(p.get('hard_plausible_fraction_at_generation'))}."
+            + (
+                " The frozen teacher is a copy of the baseline, so no object is both hard for the baseline and plausible to it."
+                if "copy of the baseline" in str(p.get("description"))
+                else ""
+            )
+        )
+    ]
+    if confidence is not None and confidence[0].numel() and confidence[0].numel() == confidence[1].numel():
+        blocks.append(
+            Figure(
+                plausibility_scatter_png(confidence[0], confidence[1], threshold=thr),
+                "Per pasted object: baseline confidence vs the plausibility reference's",
+                alt="hardness vs plausibility",
+            )
+        )
     return blocks
 
 
@@ -292,6 +401,7 @@ __all__ = [
     "Heading",
     "Table",
     "Text",
+    "ap_sets_table",
     "ap_table",
     "build_detection_report",
     "confidence_histogram_png",
@@ -299,6 +409,7 @@ __all__ = [
     "detection_tile",
     "history_table",
     "loss_curves_png",
+    "plausibility_scatter_png",
     "scene_grid_png",
     "write_detection_report",
 ]

@@ -105,7 +105,14 @@ def test_terse_announces_the_digit_scenes_cache_build(tmp_path, monkeypatch):
     (cache / "wheels").symlink_to(wheels_dir(), target_is_directory=True)  # MNIST from the shared cache
     monkeypatch.setenv("SYNTHLOOP_CACHE", str(cache))
     sizes = "{train: 4, val: 2, test: 1}"
-    args = ["terse", str(EXAMPLES / "terse_detection" / "digits.yaml"), f"real.sizes={sizes}", f"eval.sizes={sizes}", "foregrounds.digits=20"]
+    args = [
+        "terse",
+        str(EXAMPLES / "terse_detection" / "digits.yaml"),
+        f"real.sizes={sizes}",
+        f"eval.val.sizes={sizes}",
+        "eval.shifted.limit=1",
+        "foregrounds.digits=20",
+    ]
     # a missing checkpoint stops the job right after its data are loaded (the cache build is what is tested)
     args += [f"model.checkpoint={tmp_path / 'missing.pt'}", "--out", str(tmp_path / "run")]
     r = runner.invoke(app, args)

@@ -111,7 +111,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_every_output_exists(finished_run):
-    cfg, result, tmp, seen = finished_run
+    _, result, tmp, seen = finished_run
     out = tmp / "out"
     for name in (
         "config.resolved.yaml",
@@ -173,6 +173,15 @@ def test_report_has_the_ap_table_and_images(finished_run):
     assert 'src="http' not in page and "<link" not in page  # self-contained
     evaluated = json.loads((tmp / "out" / "metrics.json").read_text())["eval_images"]
     assert evaluated > 0 and f"({evaluated} images)" in page  # the report says how many images were scored
+    assert "<th>eval set</th>" not in page and 'alt="hardness vs plausibility"' not in page  # one set: the plain table; no teacher: no plausibility
+
+
+def test_metrics_without_eval_set_or_teacher(finished_run):
+    """No eval set: the real set is the one named set; no teacher: plausibility is not measured by default."""
+    _, result, tmp, _ = finished_run
+    metrics = json.loads((tmp / "out" / "metrics.json").read_text())
+    assert list(metrics["eval_sets"]) == ["real"] and metrics["eval_sets"]["real"]["finetuned"] == metrics["final_ap"] == result.final_ap
+    assert metrics["eval_sets"]["real"]["baseline"] == metrics["baseline"]["ap"] and "plausibility" not in metrics
 
 
 def test_a_limit_that_cuts_a_users_set_is_announced(tmp_path):

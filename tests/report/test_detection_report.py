@@ -1,4 +1,5 @@
-"""Detection report pieces: AP table, green/red box grids, loss curves, hardness histogram."""
+"""Detection report pieces: AP table (one or several eval sets), green/red box grids, loss curves,
+hardness histogram, the hardness-vs-plausibility scatter."""
 
 import io
 
@@ -11,12 +12,15 @@ from synthloop.errors import InputError
 from synthloop.report.detection import (
     DETECTED,
     MISSED,
+    ap_sets_table,
     ap_table,
+    build_detection_report,
     confidence_histogram_png,
     detection_grid_png,
     detection_tile,
     history_table,
     loss_curves_png,
+    plausibility_scatter_png,
     write_detection_report,
 )
 from synthloop.report.html import Figure, render_html
@@ -86,3 +90,75 @@ def test_history_table_and_page(tmp_path):
     path = write_detection_report(tmp_path / "r.html", "run", [t, Figure(loss_curves_png({"a": [1.0]}), "loss")])
     text = path.read_text()
     assert "data:image/png;base64," in text and "http" not in text.replace("http-equiv", "")
+
+
+def _ap(ap80: float) -> dict[str, float]:
+    return {"ap50": 0.9, "ap60": 0.8, "ap70": 0.7, "ap80": ap80, "ap": 0.5}
+
+
+def test_ap_sets_table_has_a_row_block_per_set_with_its_own_delta():
+    t = ap_sets_table({"val": {"baseline": _ap(0.40), "fine-tuned": _ap(0.45)}, "shifted": {"baseline": _ap(0.10), "fine-tuned": _ap(0.30)}})
+    assert list(t.header) == ["eval set", "model", "AP50", "AP60", "AP70", "AP80", "AP[.5:.95]", "dAP80"]
+    assert [r[:2] for r in t.rows] == [["val", "baseline"], ["val", "fine-tuned"], ["shifted", "baseline"], ["shifted", "fine-tuned"]]
+    assert t.rows[1][-1] == pytest.approx(5.0) and t.rows[3][-1] == pytest.approx(20.0)  # each against its own set's baseline
+    assert t.rows[0][-1] is None and t.rows[2][-1] is None
+    no_ref = ap_sets_table({"x": {"baseline": None, "fine-tuned": _ap(0.2)}})  # a block without a baseline: no delta, same width
+    assert len(no_ref.rows[1]) == len(no_ref.header) and no_ref.rows[1][-1] is None
+
+
+def test_plausibility_scatter_counts_each_quadrant():
+    base = torch.tensor([0.1, 0.2, 0.9, 0.8, 0.3])
+    ref = torch.tensor([0.9, 0.7, 0.9, 0.1, 0.2])
+    png = plausibility_scatter_png(base, ref, threshold=0.5)
+    assert _decode(png).ndim == 3
+    with pytest.raises(ValueError, match="3 confidences against 2"):
+        plausibility_scatter_png(torch.rand(3), torch.rand(2))
+    with pytest.raises(ValueError):
+        plausibility_scatter_png(torch.empty(0), torch.empty(0))
+
+
+class _Cfg:
+    class loop:
+        hard_threshold = 0.5
+        real_ratio = "1:1"
+
+    class report:
+        samples_per_cycle = 0
+        scale = 1
+
+
+class _LabelMap:
+    category_ids = (1,)
+    names = ("a",)
+
+
+def _metrics(**extra):
+    return {
+        "baseline": {"ap": _ap(0.4), "epochs": 1, "epoch_losses": []},
+        "final_ap": _ap(0.45),
+        "eval_set": "val.json",
+        "eval_set_kind": "val",
+        "eval_images": 5,
+        "history": [],
+        "synthetic_images": 2,
+        "hardness": {"objects": 4, "hard_positive_fraction_under_baseline": 0.5},
+        **extra,
+    }
+
+
+def test_report_shows_every_eval_set_and_plausibility_next_to_hardness():
+    conf = {"under the baseline": torch.tensor([0.1, 0.9, 0.2, 0.8])}
+    sets = {"val": {"file": "val.json", "images": 5, "baseline": _ap(0.4), "finetuned": _ap(0.45)},
+            "shifted": {"file": "s.json", "images": 7, "baseline": _ap(0.1), "finetuned": _ap(0.3)}}  # fmt: skip
+    plaus = {"reference": "teacher", "description": "teacher: an EMA", "objects": 4, "plausible_fraction": 0.75, "hard_plausible_fraction": 0.25,
+             "hard_plausible_fraction_at_generation": 0.5}  # fmt: skip
+    blocks = build_detection_report(
+        cfg=_Cfg, metrics=_metrics(eval_sets=sets, plausibility=plaus), scenes=[], confidences=conf, label_map=_LabelMap,
+        plausibility_confidence=(conf["under the baseline"], torch.tensor([0.9, 0.9, 0.1, 0.1])),
+    )  # fmt: skip
+    page = render_html("r", blocks)
+    assert "shifted" in page and "s.json" in page and "20.00" in page  # the shifted block's dAP80
+    assert "Plausible: 75.0 %" in page and "hard for the baseline and plausible: 25.0 %" in page
+    assert 'alt="hardness vs plausibility"' in page
+    page = render_html("r", build_detection_report(cfg=_Cfg, metrics=_metrics(), scenes=[], confidences=conf, label_map=_LabelMap))
+    assert "Plausib" not in page and "<th>eval set</th>" not in page  # not measured: no plausibility; one set: the plain table
