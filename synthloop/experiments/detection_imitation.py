@@ -25,7 +25,6 @@ weights, the data sizes and real subset), its weights as ``<name>_model.pt``; th
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ import torch
 
 from synthloop.data.tensors import load_images
 from synthloop.experiments.detection import CPL_BLENDS, METHODS, Data, Log, _key, baseline_key, copy_target, loop_config, new_detector
+from synthloop.experiments.detection_methods import _cached
 from synthloop.loops.checkpoint import save_checkpoint
 from synthloop.loops.detection_training import train_detector
 from synthloop.loops.imitation import ImitationConfig, ImitationLoop, ValSet, coco_scorer, load_cycle, train_cycle
@@ -62,14 +62,6 @@ def val_set(data: Data) -> ValSet:
     val = data.val
     attrs = [[dict(a.attributes) for a in e.annotations if not a.iscrowd] for e in val.images]
     return ValSet(load_images(val), dataset_targets(val, data.label_map), [e.id for e in val.images], coco_scorer(val, data.label_map), attrs)
-
-
-def _cached(path: Path, key: str) -> dict[str, Any] | None:
-    if path.is_file():
-        doc = json.loads(path.read_text())
-        if doc.get("key") == key:
-            return doc["result"]
-    return None
 
 
 def _finish(
