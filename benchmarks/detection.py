@@ -84,6 +84,7 @@ from synthloop.experiments.detection import (
     sample_rows,
 )
 from synthloop.report.detection_benchmark import plot_ap, plot_hardness, plot_samples, table
+from synthloop.report.policy import plot_policy
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -421,6 +422,9 @@ def _methods_plots(tests: dict[str, Any], per_seed: dict[str, Any], sample_dir: 
     plt.close(fig)
     if plot_samples(sample_rows(sample_dir, [k for k in per_seed if k not in ("baseline", "real_only_finetune")]), results_dir / f"{name}_samples.png"):
         paths.append(results_dir / f"{name}_samples.png")
+    policy = per_seed.get("policy", {})
+    if policy and policy[min(policy)].get("policy_history"):  # how the learned policy moved (the lowest seed's search)
+        paths.append(plot_policy(policy[min(policy)]["policy_history"], results_dir / f"{name}_policy.png"))
     return paths
 
 

@@ -107,4 +107,12 @@ def terse_detection(
     typer.echo(f"AP on {evaluated} evaluation images")
     typer.echo(f"baseline: {fmt(result.baseline_ap)}")
     typer.echo(f"fine-tuned after {len(result.history)} cycles: {fmt(result.final_ap)}")
+    if len(result.eval_sets) > 1:  # named eval sets: the lines above are the first one's
+        for name, block in result.eval_sets.items():
+            typer.echo(f"  {name} ({block['images']} images): baseline {fmt(block['baseline'])} -> fine-tuned {fmt(block['finetuned'])}")
+    if result.plausibility and result.plausibility.get("plausible_fraction") is not None:
+        p = result.plausibility
+        typer.echo(
+            f"plausibility ({p['reference']}): {p['plausible_fraction']:.1%} of the kept objects still detected, {p['hard_plausible_fraction']:.1%} hard and plausible"
+        )
     typer.echo(f"{result.synthetic_images} synthetic hard examples in {out_dir / 'synthetic'}; report: {out_dir / 'report.html'}")

@@ -86,3 +86,25 @@ def test_a_run_stopped_by_bad_input_leaves_nothing_behind(tmp_path):
     fixed = runner.invoke(app, ["terse", str(EXAMPLES / "tiny_coco.yaml"), *FAST, "--out", str(out), "--quiet"])
     assert fixed.exit_code == 0, fixed.output
     assert (out / "report.html").is_file()
+
+
+def test_summary_names_every_eval_set_and_plausibility(tmp_path, monkeypatch):
+    """With several named eval sets the command prints one before/after line per set, and the
+    plausibility fractions when they were measured (the job itself is tested in tests/jobs)."""
+    from synthloop.jobs import terse_detection
+
+    ap = lambda v: {"ap50": v, "ap60": v, "ap70": v, "ap80": v / 2, "ap": v / 3}
+    sets = {"val": {"images": 4, "baseline": ap(0.5), "finetuned": ap(0.6)}, "shifted": {"images": 3, "baseline": ap(0.2), "finetuned": ap(0.1)}}
+    plaus = {"reference": "teacher", "plausible_fraction": 0.75, "hard_plausible_fraction": 0.125}
+
+    def fake_job(cfg, out_dir, **kwargs):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"eval_images": 4}))
+        return terse_detection.TerseDetectionJobResult(out_dir, ap(0.5), ap(0.6), [{}], 7, {}, eval_sets=sets, plausibility=plaus)
+
+    monkeypatch.setattr(terse_detection, "run_terse_detection_job", fake_job)
+    res = runner.invoke(app, ["terse", str(EXAMPLES / "tiny_coco.yaml"), "--out", str(tmp_path / "run"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "shifted (3 images): baseline AP50 20.0, AP80 10.0, AP 6.7 -> fine-tuned AP50 10.0, AP80 5.0, AP 3.3" in res.output
+    assert "val (4 images): baseline AP50 50.0" in res.output
+    assert "plausibility (teacher): 75.0% of the kept objects still detected, 12.5% hard and plausible" in res.output
