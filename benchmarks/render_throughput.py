@@ -5,7 +5,9 @@ augmentation), then every variation (adding occlusion, stroke width and elastic 
 For each set it measures images per second rendered in memory (``sample`` + ``apply``, batches
 of ``--batch``) and, for the plain and full sets, written to disk by ``write_dataset`` (PNG
 files, COCO, params.jsonl) in one process (renderer set-up excluded, reported separately) and
-with ``output.workers=2`` (two spawned processes; their start-up included).
+with ``output.workers=2`` (two spawned processes; their start-up included). When Ray is
+installed, the ``ray`` entry writes the full set with ``--backend ray`` on a simulated cluster of
+one, then two 1-CPU nodes (``benchmarks/throughput_ray.py``'s helpers; ``--no-ray`` skips it).
 
     .venv/bin/python benchmarks/render_throughput.py            # writes benchmarks/results/render_throughput.json
     .venv/bin/python benchmarks/render_throughput.py --quick    # fewer images, for a smoke test
@@ -16,6 +18,7 @@ The target is 2,000 images/s at 28x28 grey with every variation on, on 2 CPU cor
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -84,6 +87,35 @@ def with_writing(cfg: RenderJobConfig, images: int, batch: int, workers: int = 1
     }
 
 
+def measure_render_ray(cfg: RenderJobConfig, images: int, batch: int, folder: str | None = None) -> dict:
+    """``write_dataset`` on Ray (``synthloop render --backend ray``) on a simulated cluster of one,
+    then two 1-CPU nodes (:func:`throughput_ray.one_cpu_nodes`), and whether the 2-node folder is
+    byte-identical to the local backend's. The rate includes the set-up (the driver's renderer and
+    each task's, made once per run in each worker process) and the driver's assembly."""
+    from throughput_ray import one_cpu_nodes, output_files, scaling
+
+    from synthloop.jobs.render_ray import write_dataset_ray
+
+    cfg = cfg.model_copy(update={"count": images, "batch_size": batch})
+    warm = cfg.model_copy(update={"count": 8, "batch_size": 1})  # 8 small tasks: they reach every node
+
+    def timed(out: Path) -> float:
+        return images / write_dataset_ray(cfg, out)["seconds"]
+
+    with tempfile.TemporaryDirectory(prefix="render_ray_", dir=folder) as tmp:
+        root = Path(tmp)
+        rates = one_cpu_nodes(root, lambda out: write_dataset_ray(warm, out), timed)
+        write_dataset(cfg, root / "local")
+        identical = output_files(root / "local") == output_files(root / "ray2")
+    return {
+        **scaling(rates),
+        "identical_to_local": identical,
+        "images": images,
+        "batch": batch,
+        "cluster": "ray.cluster_utils.Cluster on one machine, 1-CPU nodes",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=20480, help="images per in-memory measurement")
@@ -93,6 +125,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2048 / 1024 images")
     ap.add_argument("--tmp", default=None, help="folder for the written datasets (default: the system temp folder)")
     ap.add_argument("--no-save", action="store_true", help="print only")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray entry (measured when Ray is installed)")
     args = ap.parse_args()
     if args.quick:
         args.images, args.write_images = 2048, 1024
@@ -133,8 +166,13 @@ def main() -> None:
         "meets_target_written": written >= TARGET,
     }
     print(summary)
+    result = {"benchmark": "render_throughput", "threads": args.threads, "summary": summary, "figures": figures}
+    if not args.no_ray and importlib.util.find_spec("ray") is not None:
+        result["ray"] = measure_render_ray(config(VARIATIONS, **grey), args.write_images, args.batch, folder=args.tmp)
+        ray_rates, same = result["ray"]["images_per_s"], result["ray"]["identical_to_local"]
+        print(f"{'all, written, Ray on 1 / 2 one-CPU nodes':44s} {ray_rates[0]:>7.0f}/s / {ray_rates[1]:>7.0f}/s incl. set-up, identical to local: {same}")
     if not args.no_save:
-        path = write_result("render_throughput", {"benchmark": "render_throughput", "threads": args.threads, "summary": summary, "figures": figures})
+        path = write_result("render_throughput", result)
         print(f"wrote {path}")
 
 

@@ -23,6 +23,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,15 +46,49 @@ def job_overrides(n: int) -> list[str]:
     ]
 
 
-def _files(out: Path) -> dict[str, bytes]:
+def output_files(out: Path) -> dict[str, bytes]:
+    """Every file of a run folder but ``run.json`` (which records the backend), by relative path."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+
+
+def one_cpu_nodes(root: Path, warm: Callable[[Path], object], timed: Callable[[Path], float]) -> list[float]:
+    """``[timed(root / "ray1"), timed(root / "ray2")]`` on a ``ray.cluster_utils.Cluster`` of one,
+    then two 1-CPU nodes, this process connected as the driver; before each timed run, ``warm``
+    runs once per node (Ray starts its worker processes lazily, and they load their assets once)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    rates: list[float] = []
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        for workers in (1, 2):
+            if workers == 2:
+                cluster.add_node(num_cpus=1)
+                cluster.wait_for_nodes()
+                deadline = time.monotonic() + 60
+                while ray.cluster_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+            for k in range(workers):  # start every node's worker process and decode its assets
+                warm(root / f"warm{workers}_{k}")
+            rates.append(timed(root / f"ray{workers}"))
+        ray.shutdown()
+    finally:
+        cluster.shutdown()
+    return rates
+
+
+def scaling(rates: list[float]) -> dict:
+    """The ``workers`` / ``images_per_s`` / ``scaling_efficiency`` part of a ``ray`` section."""
+    return {
+        "workers": [1, 2],
+        "images_per_s": [round(r, 1) for r in rates],
+        "scaling_efficiency": round(rates[1] / (2 * rates[0]), 3) if rates[0] > 0 else 0.0,
+    }
 
 
 def measure_ray(quick: bool = False) -> dict:
     """The ``ray`` section (see the module docstring); ``quick`` runs fewer images."""
-    import ray
-    from ray.cluster_utils import Cluster
-
     from synthloop.jobs.paste import run_paste
     from synthloop.jobs.paste_config import load_paste_config
     from synthloop.jobs.paste_ray import run_paste_ray
@@ -61,32 +96,13 @@ def measure_ray(quick: bool = False) -> dict:
     n = 96 if quick else 600
     cfg = load_paste_config(None, job_overrides(n))
     warm = load_paste_config(None, job_overrides(8))
-    rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="throughput_ray_") as tmp:
         root = Path(tmp)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        try:
-            ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-            for workers in (1, 2):
-                if workers == 2:
-                    cluster.add_node(num_cpus=1)
-                    cluster.wait_for_nodes()
-                    deadline = time.monotonic() + 60
-                    while ray.cluster_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
-                        time.sleep(0.5)
-                for k in range(workers):  # start every node's worker process and decode its assets
-                    run_paste_ray(warm, root / f"warm{workers}_{k}")
-                summary = run_paste_ray(cfg, root / f"ray{workers}")
-                rates.append(summary.images_per_s)
-            ray.shutdown()
-        finally:
-            cluster.shutdown()
+        rates = one_cpu_nodes(root, lambda out: run_paste_ray(warm, out), lambda out: run_paste_ray(cfg, out).images_per_s)
         run_paste(cfg, root / "local", workers=1)
-        identical = _files(root / "local") == _files(root / "ray2")
+        identical = output_files(root / "local") == output_files(root / "ray2")
     return {
-        "workers": [1, 2],
-        "images_per_s": [round(r, 1) for r in rates],
-        "scaling_efficiency": round(rates[1] / (2 * rates[0]), 3) if rates[0] > 0 else 0.0,
+        **scaling(rates),
         "identical_to_local": identical,
         "images": n,
         "job": job_overrides(n),

@@ -16,6 +16,20 @@ class Backend(str, Enum):
     ray = "ray"
 
 
+def backend_option():
+    return typer.Option(Backend.local, "--backend", help="local: worker processes here; ray: Ray tasks (pip install 'synthloop\\[ray]'), same output.")
+
+
+def address_option():
+    return typer.Option(None, "--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray instance); --out must be shared by its nodes.")
+
+
+def check_backend(backend: Backend, address: str | None) -> None:
+    """A clear error for ``--address`` without ``--backend ray``."""
+    if address is not None and backend is not Backend.ray:
+        raise typer.BadParameter("--address needs --backend ray", param_hint="--address")
+
+
 @app.command("paste")
 @friendly_errors
 def paste(
@@ -27,13 +41,14 @@ def paste(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous job's outputs in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     threads: int | None = threads_option(),
-    backend: Backend = typer.Option(Backend.local, "--backend", help="local: worker processes here; ray: Ray tasks (pip install 'synthloop\\[ray]'), same output."),
-    address: str | None = typer.Option(None, "--address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray instance); --out must be shared by its nodes."),
+    backend: Backend = backend_option(),
+    address: str | None = address_option(),
     device: str | None = typer.Option(None, "--device", help="cuda (or cpu): composite batches with the torch core and encode JPEG there (other pixels than the default path)."),
 ) -> None:
     """Composite cut-outs onto backgrounds and write a labelled dataset (COCO, + YOLO/VOC)."""
     from synthloop.jobs.paste_config import load_paste_config
 
+    check_backend(backend, address)
     cfg = load_paste_config(config, overrides or [])
     apply_threads(threads, workers, cfg.threads)
     from synthloop.jobs.paste import run_paste

@@ -20,77 +20,48 @@ A cluster: every node needs the same synthloop installed, and ``--out`` must be 
 every node sees at the same path (a shared file system): tasks write the images where they run.
 A task on a node that does not see the run folder fails with an error saying so.
 
-Ray is imported only here, and only when this backend is used: it is the optional extra
-``synthloop[ray]``.
+Ray is imported only when this backend is used (it is the optional extra ``synthloop[ray]``);
+connecting, sharding and running tasks are :mod:`synthloop.jobs.ray_backend`'s, shared with
+``synthloop render --backend ray`` (:mod:`synthloop.jobs.render_ray`).
 """
 
 from __future__ import annotations
 
-import os
-import socket
+import contextlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synthloop.errors import InputError, SynthloopError
 from synthloop.jobs.paste import CONFIG_FILE, PasteSummary, run_paste
 from synthloop.jobs.paste_config import PasteConfig, resolved_dict
-
-SHARDS_PER_WORKER = 4
-"""Shards per CPU of the cluster when the job is cut (smaller shards balance better at the end)."""
-
-
-def import_ray():
-    """The ``ray`` module, or an :class:`InputError` saying how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise InputError("the ray backend needs Ray: pip install 'synthloop[ray]'", field="backend") from None
-    return ray
-
-
-def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
-    """Connect to Ray unless this process already is: to ``address`` (``"auto"``, ``"HOST:PORT"``,
-    ``"ray://HOST:10001"``), else to ``$RAY_ADDRESS``, else to a new local Ray instance (with
-    ``num_cpus``). Returns whether this call connected (then :func:`disconnect` when done)."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False}
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        kwargs["num_cpus"] = num_cpus
-    try:
-        ray.init(address=address, **kwargs)
-    except ConnectionError as exc:
-        raise InputError(f"cannot reach the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: {exc}", field="address") from None
-    return True
-
-
-def disconnect() -> None:
-    import_ray().shutdown()
-
+from synthloop.jobs.ray_backend import (  # noqa: F401 - SHARDS_PER_WORKER and cluster_cpus: this module's public names too
+    SHARDS_PER_WORKER,
+    check_visible,
+    cluster_cpus,
+    cluster_record,
+    connect,
+    disconnect,
+    import_ray,
+    once_per_run,
+    run_tasks,
+    shard_indices,
+)
 
 # ---------------------------------------------------------------------------------------------
 # the task (runs in a Ray worker process)
 
-_RUN_ID: str | None = None
-"""The run this worker process last rendered for. Ray reuses worker processes across runs (and
-jobs), while the local worker state in :mod:`synthloop.jobs.paste` lives for a process (its
-assets and its open shard file): a new run drops it."""
 
-
-def _new_run(run_id: str) -> None:
-    global _RUN_ID
-    if _RUN_ID == run_id:
-        return
+def _drop_worker() -> None:
+    """Ray reuses worker processes across runs (and jobs), while the local worker state in
+    :mod:`synthloop.jobs.paste` lives for a process (its assets and its open shard file): a new
+    run drops it."""
     from synthloop.jobs import paste
 
     worker = getattr(paste, "_WORKER", None)
     if worker is not None:
         worker.shard.close()
         paste._WORKER = None
-    _RUN_ID = run_id
 
 
 def render_shard(run_id: str, cfg_data: dict[str, Any], out_dir: str, indices: list[int]) -> int:
@@ -99,27 +70,14 @@ def render_shard(run_id: str, cfg_data: dict[str, Any], out_dir: str, indices: l
 
     from synthloop.jobs.paste import run_indices
 
-    if not (Path(out_dir) / CONFIG_FILE).is_file():
-        raise InputError(f"the run folder is not visible on node {socket.gethostname()}: --out must be on a file system every Ray node shares", file=out_dir)
+    check_visible(Path(out_dir) / CONFIG_FILE, out_dir)
     cv2.setNumThreads(1)  # one CPU per task (Ray sets OMP_NUM_THREADS=1 for torch already)
-    _new_run(run_id)
+    once_per_run("paste", run_id, _drop_worker)
     return run_indices(cfg_data, out_dir, indices)
 
 
 # ---------------------------------------------------------------------------------------------
 # the driver
-
-
-def cluster_cpus() -> int:
-    """CPUs of the connected Ray cluster (at least 1)."""
-    return max(1, int(import_ray().cluster_resources().get("CPU", 1)))
-
-
-def shard_indices(todo: list[int], workers: int, chunk_size: int) -> list[list[int]]:
-    """``todo`` cut into shards of consecutive indices: at most ``chunk_size`` scenes, about
-    :data:`SHARDS_PER_WORKER` shards per worker (as the local pool cuts its chunks)."""
-    size = max(1, min(chunk_size, len(todo) // (workers * SHARDS_PER_WORKER) or 1))
-    return [todo[k : k + size] for k in range(0, len(todo), size)]
 
 
 def run_shards(
@@ -138,39 +96,15 @@ def run_shards(
     called on the driver as shards finish. On an exception (also one raised by ``progress``, or
     Ctrl-C) the tasks in flight are cancelled; what they finished stays for ``--resume``."""
     ray = import_ray()
-    cpus = cluster_cpus()
-    limit = max_in_flight or 2 * cpus
-    queue = list(reversed(shards if shards is not None else shard_indices(todo, cpus, cfg.chunk_size)))
-    task = ray.remote(num_cpus=1)(render_shard)
+    shards = shards if shards is not None else shard_indices(todo, cluster_cpus(), cfg.chunk_size)
     run_id, cfg_ref, out = uuid.uuid4().hex, ray.put(resolved_dict(cfg)), str(Path(out_dir).resolve())
-    pending: list[Any] = []
-    try:
-        while queue or pending:
-            while queue and len(pending) < limit:
-                pending.append(task.remote(run_id, cfg_ref, out, queue.pop()))
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                count += _result(ray, ref)
+    args = [(run_id, cfg_ref, out, shard) for shard in shards]
+    with contextlib.closing(run_tasks(render_shard, args, max_in_flight=max_in_flight)) as finished:
+        for _, images in finished:
+            count += int(images)
             if progress is not None:
                 progress(count, total)
-    except BaseException:
-        for ref in pending:
-            ray.cancel(ref)
-        ray.wait(pending, num_returns=len(pending), timeout=30)  # let them stop before a resume starts
-        raise
     return count
-
-
-def _result(ray, ref) -> int:
-    """A task's result; synthloop's own errors raised in the task (bad input, a full disk) are
-    raised as themselves, so the command line reports them as it does for the local backend."""
-    try:
-        return int(ray.get(ref))
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.as_instanceof_cause()
-        if isinstance(cause, SynthloopError):
-            raise cause from None
-        raise
 
 
 def run_paste_ray(
@@ -190,13 +124,7 @@ def run_paste_ray(
     new local instance) and disconnects at the end if it connected."""
     connected = connect(address, num_cpus=num_cpus)
     try:
-        ray = import_ray()
-        cpus = cluster_cpus()
-        record = {
-            "backend": "ray",
-            "ray_address": address or os.environ.get("RAY_ADDRESS") or "local",
-            "ray_nodes": sum(1 for n in ray.nodes() if n.get("Alive")),
-        }
+        cpus, record = cluster_cpus(), cluster_record(address)
 
         def runner(cfg, out_dir, todo, count, total, progress):
             return run_shards(cfg, out_dir, todo, count, total, progress, max_in_flight=max_in_flight)

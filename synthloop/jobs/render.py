@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -134,13 +134,21 @@ class _BatchWriter:
 _WORKER: _BatchWriter | None = None
 
 
+BatchJob = tuple[int, int, int]
+"""``(b, start, m)``: batch ``b``, its first image id and its size; the unit of work of every backend."""
+BatchResult = tuple[list[str], list[tuple]]
+Runner = Callable[["RenderJobConfig", Path, list[BatchJob]], Iterator[BatchResult]]
+"""``runner(config, stage, jobs)``: renders ``jobs`` into the staging folder ``stage`` and yields
+:class:`_BatchWriter`'s result per job, in the order of ``jobs``; closed when the run stops."""
+
+
 def _init_worker(config: dict[str, Any], stage: str) -> None:
     global _WORKER
     torch.set_num_threads(1)
     _WORKER = _BatchWriter(RenderJobConfig.model_validate(config), Path(stage))
 
 
-def _run_job(job: tuple[int, int, int]) -> tuple[list[str], list[tuple]]:
+def _run_job(job: BatchJob) -> BatchResult:
     assert _WORKER is not None
     return _WORKER(job)
 
@@ -152,6 +160,9 @@ def write_dataset(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     argv: Sequence[str] | None = None,
+    runner: Runner | None = None,
+    record: dict[str, Any] | None = None,
+    in_flight: int | None = None,
 ) -> dict[str, Any]:
     """Render ``config.count`` images into ``out_dir``.
 
@@ -169,12 +180,20 @@ def write_dataset(
 
     Args:
         progress: called with ``(done, total)`` after each batch.
+        runner: renders the batches instead of the local workers (another backend:
+            :mod:`synthloop.jobs.render_ray`): ``runner(config, stage, jobs)`` returns a closable
+            iterator of :class:`_BatchWriter` results in batch order.
+        record: more fields for ``run.json`` (``backend`` is ``"local"`` and ``workers`` is
+            ``output.workers`` unless given).
+        in_flight: batches in memory at once on one machine, for the memory check before the run
+            (default ``output.workers``).
     Returns:
         The ``run.json`` contents.
     """
 
     out_dir = Path(out_dir)
-    (H, W), n = config.size, config.batch_size * config.output.workers
+    record = {"backend": "local", "workers": config.output.workers} | (record or {})
+    (H, W), n = config.size, config.batch_size * (in_flight or config.output.workers)
     ss = config.supersample
     check_fits(canvas_bytes(H * ss, W * ss, n), what=f"{n} {H}x{W} image(s) (x{ss} supersampled) in flight (batch_size x workers)", field="batch_size")
     with run_folder.lock(out_dir):
@@ -196,7 +215,9 @@ def write_dataset(
                     (stage / kind / safe_class_name(c)).mkdir(parents=True)
             images: list[ImageEntry] = []
             with open(stage / "params.jsonl", "w") as jsonl, contextlib.ExitStack() as stack:
-                if config.output.workers == 1:
+                if runner is not None:
+                    results = stack.enter_context(contextlib.closing(runner(config, stage, jobs)))
+                elif config.output.workers == 1:
                     results = map(_BatchWriter(config, stage, renderer), jobs)
                 else:
                     ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch's OpenMP threads exist
@@ -217,7 +238,7 @@ def write_dataset(
                 categories = [Category(i, name, "glyph") for i, name in enumerate(classes)]
                 write_coco_json(stage / "annotations.json", images, categories, info={"description": "synthloop render", "seed": config.seed})
             atomic_write_text(stage / "config.yaml", config.to_yaml())
-            run = run_folder.run_record(seed=config.seed, argv=argv, count=config.count, classes=classes, workers=config.output.workers)
+            run = run_folder.run_record(seed=config.seed, argv=argv, count=config.count, classes=classes, **record)
             run["seconds"] = round(time.perf_counter() - t0, 3)
             atomic_write_json(stage / "run.json", run)
             _publish(stage, out_dir)

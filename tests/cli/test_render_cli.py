@@ -148,3 +148,9 @@ def test_a_run_stopped_by_bad_input_leaves_nothing_behind(tmp_path):
         res = _render(cfg, "--out", out)  # no --overwrite needed
         assert res.exit_code == 0, res.output
         assert len(list(out.glob("images/*/*.png"))) == 3
+
+
+def test_address_needs_the_ray_backend(tmp_path):
+    res = _render(_config(tmp_path, count=2), "--out", tmp_path / "x", "--address", "localhost:6379")
+    assert res.exit_code == 2 and "--address needs --backend ray" in res.output
+    assert not (tmp_path / "x").exists()
