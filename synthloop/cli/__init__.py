@@ -5,6 +5,7 @@ arguments, builds a config and calls the library."""
 from synthloop.cli import (
     data_cmds,  # noqa: F401,E402
     imitate_cmds,  # noqa: F401,E402
+    improve_cmds,  # noqa: F401,E402
     paste_cmds,  # noqa: F401,E402
     refine_cmds,  # noqa: F401,E402
     render_cmds,  # noqa: F401,E402

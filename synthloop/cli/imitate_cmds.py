@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from synthloop.cli._app import app, apply_threads, friendly_errors, overrides_argument, progress_display, threads_option
+from synthloop.cli.terse_cmds import fmt_ap
 
 
 @app.command("imitate")
@@ -39,11 +40,12 @@ def imitate(
     out_dir = out if out is not None else default_out_dir(config)
     with progress_display(quiet) as progress:
         result = run_imitate_job(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress, device=device, config_file=config, argv=sys.argv)
+    print_imitate_summary(result, out_dir)
 
-    def fmt(ap: dict | None) -> str:
-        return "-" if not ap else f"AP50 {100 * ap['ap50']:.1f}, AP80 {100 * ap['ap80']:.1f}, AP {100 * ap['ap']:.1f}"
 
+def print_imitate_summary(result, out_dir: Path) -> None:
+    """The lines ``synthloop imitate`` (and ``synthloop improve`` with ``method: imitate``) prints at the end."""
     for split in ("val", "test"):
         if split in result.selected:
-            typer.echo(f"{split}: baseline {fmt(result.baseline.get(split))} -> cycle {result.selected_cycle} {fmt(result.selected[split])}")
+            typer.echo(f"{split}: baseline {fmt_ap(result.baseline.get(split))} -> cycle {result.selected_cycle} {fmt_ap(result.selected[split])}")
     typer.echo(f"{len(result.history) - 1} cycles ({result.stop_reason}); report: {out_dir / 'report.html'}")

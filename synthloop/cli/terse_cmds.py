@@ -88,7 +88,6 @@ def terse_detection(
     synthetic examples as a COCO data set with per-image replay params (synthetic/), the fine-tuned
     model (model.pt + model.json), config.resolved.yaml, run.json, metrics.json and report.html.
     """
-    import json
     import sys
 
     from synthloop.jobs.terse_detection import default_out_dir, run_terse_detection_job
@@ -99,17 +98,25 @@ def terse_detection(
     out_dir = out if out is not None else default_out_dir(config)
     with progress_display(quiet) as progress:  # also shows the one-time build of the built-in digit scenes
         result = run_terse_detection_job(cfg, out_dir, resume=resume, progress=progress, device=device, config_file=config, argv=sys.argv)
+    print_terse_summary(result, out_dir)
 
-    def fmt(ap: dict | None) -> str:
-        return "-" if not ap else f"AP50 {100 * ap['ap50']:.1f}, AP80 {100 * ap['ap80']:.1f}, AP {100 * ap['ap']:.1f}"
+
+def fmt_ap(ap: dict | None) -> str:
+    """``AP50 x, AP80 y, AP z`` in percent, or ``-``."""
+    return "-" if not ap else f"AP50 {100 * ap['ap50']:.1f}, AP80 {100 * ap['ap80']:.1f}, AP {100 * ap['ap']:.1f}"
+
+
+def print_terse_summary(result, out_dir: Path) -> None:
+    """The lines ``synthloop terse`` (and ``synthloop improve`` with ``method: terse``) prints at the end."""
+    import json
 
     evaluated = json.loads((out_dir / "metrics.json").read_text()).get("eval_images")
     typer.echo(f"AP on {evaluated} evaluation images")
-    typer.echo(f"baseline: {fmt(result.baseline_ap)}")
-    typer.echo(f"fine-tuned after {len(result.history)} cycles: {fmt(result.final_ap)}")
+    typer.echo(f"baseline: {fmt_ap(result.baseline_ap)}")
+    typer.echo(f"fine-tuned after {len(result.history)} cycles: {fmt_ap(result.final_ap)}")
     if len(result.eval_sets) > 1:  # named eval sets: the lines above are the first one's
         for name, block in result.eval_sets.items():
-            typer.echo(f"  {name} ({block['images']} images): baseline {fmt(block['baseline'])} -> fine-tuned {fmt(block['finetuned'])}")
+            typer.echo(f"  {name} ({block['images']} images): baseline {fmt_ap(block['baseline'])} -> fine-tuned {fmt_ap(block['finetuned'])}")
     if result.plausibility and result.plausibility.get("plausible_fraction") is not None:
         p = result.plausibility
         typer.echo(

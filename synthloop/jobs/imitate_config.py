@@ -5,7 +5,7 @@ set (``test``: reported, never used to choose) and the imitation loop's knobs (`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,11 @@ class ImitateJobConfig(Config):
         )  # fmt: skip
 
 
-def load_imitate_config(path: str | Path, overrides: Sequence[str] | None = None) -> ImitateJobConfig:
+def load_imitate_config(path: str | Path, overrides: Sequence[str] | None = None, *, data: Mapping[str, Any] | None = None) -> ImitateJobConfig:
     """Load a job config file, apply ``key=value`` overrides, resolve relative paths against the
-    file's folder, validate (errors name the file and the key)."""
-    data = load_yaml(path)
+    file's folder, validate (errors name the file and the key). ``data``: the file's contents
+    already read (``path`` still names it and anchors relative paths)."""
+    data = dict(data) if data is not None else load_yaml(path)
     merged = apply_overrides(data, list(overrides or []))
     for key in ("val", "test"):  # resolved like the terse job's real / eval
         if isinstance(merged.get(key), dict) and "eval" not in merged:

@@ -3,7 +3,7 @@ loading (relative paths resolve against the config file). See :mod:`synthloop.jo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -263,15 +263,16 @@ def foreground_sources(cfg: TerseDetectionJobConfig) -> list[Any]:
     return []
 
 
-def load_job_config(path: str | Path, overrides: Sequence[str] | None = None) -> TerseDetectionJobConfig:
+def load_job_config(path: str | Path, overrides: Sequence[str] | None = None, *, data: Mapping[str, Any] | None = None) -> TerseDetectionJobConfig:
     """Load a job config file, apply ``key=value`` overrides, resolve relative paths against the
     file's folder, validate. Errors name the file and the key (typos list the valid keys). A list
     ``eval`` takes overrides by index or name (``eval.0.limit=50``, ``eval.shifted.limit=50``).
     Warns when a background source is also a foreground source
-    (:func:`~synthloop.jobs.paste_assets.background_overlap`)."""
+    (:func:`~synthloop.jobs.paste_assets.background_overlap`). ``data``: the file's contents
+    already read (``path`` still names it and anchors relative paths)."""
     from synthloop.jobs.paste_assets import warn_background_overlap
 
-    data = load_yaml(path)
+    data = dict(data) if data is not None else load_yaml(path)
     merged, rest = _eval_item_overrides(data, list(overrides or []))
     merged = apply_overrides(merged, rest)
     _check_eval_list(merged.get("eval"), str(path))
