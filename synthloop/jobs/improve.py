@@ -27,8 +27,13 @@ from synthloop.config import load_yaml, parse_override
 from synthloop.errors import ConfigError
 
 METHODS = ("terse", "imitate")
-DEFAULT_METHOD = "terse"
-DEFAULT_EVIDENCE = "set from benchmarks/results/detection_methods.json (see the README: synthloop improve)"
+DEFAULT_METHOD = "imitate"
+DEFAULT_EVIDENCE = (
+    "benchmarks/results/detection_methods.json (3 seeds, 250 real scenes, commit 1cd05f9), AP80 mean in-distribution / mild "
+    "shifted: imitation 41.0 / 18.1, TERSE with every plausibility option 39.7 / 18.0, TERSE as in the paper 38.9 / 16.4, the "
+    "baseline 38.3 / 17.4 (the learned policy, not a method here, 41.8 / 18.2); every difference is within the pooled std (~3-4)"
+)
+"""Why :data:`DEFAULT_METHOD`: the measured rows it was chosen on."""
 
 
 @dataclass
