@@ -52,7 +52,18 @@ from synthloop.experiments.affnist_methods import METHODS  # noqa: E402
 
 QUICK = dict(base_epochs=1, reference_epochs=1)
 QUICK_LOOP = dict(cycles=2, hard_per_class=100, t_epochs=1, t_real_per_epoch=5_000, s_max_steps=5, lr_t_drop_cycle=None)
-LOOP_KEYS = ("cycles", "hard_per_class", "t_epochs", "t_real_per_epoch", "lr_t_drop_cycle", "s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim", "t_synthetic_per_epoch")
+LOOP_KEYS = (
+    "cycles",
+    "hard_per_class",
+    "t_epochs",
+    "t_real_per_epoch",
+    "lr_t_drop_cycle",
+    "s_batch_size",
+    "s_min_steps",
+    "s_max_steps",
+    "s_noise_dim",
+    "t_synthetic_per_epoch",
+)
 """Options that set ErrorConfig.loop's fields; the others set ErrorConfig's own."""
 
 
@@ -70,7 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("t-real-per-epoch", int), ("t-synthetic-per-epoch", int), ("lr-t-drop-cycle", int), ("s-batch-size", int), ("s-min-steps", int),
         ("s-max-steps", int), ("s-noise-dim", int), ("reference-epochs", int),
     ):  # fmt: skip
-        p.add_argument(f"--{name}", type=kind, default=None, help=f"ErrorConfig{'.loop' if name.replace('-', '_') in LOOP_KEYS else ''}.{name.replace('-', '_')} (t-real-per-epoch 0 = all)")
+        p.add_argument(
+            f"--{name}",
+            type=kind,
+            default=None,
+            help=f"ErrorConfig{'.loop' if name.replace('-', '_') in LOOP_KEYS else ''}.{name.replace('-', '_')} (t-real-per-epoch 0 = all)",
+        )
     return p.parse_args(argv)
 
 
