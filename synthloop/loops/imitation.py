@@ -12,6 +12,9 @@ Start from a detector trained on real data, then repeat one *imitation cycle*:
    ``real_ratio`` real:synthetic with the synthetic share capped at ``max_synthetic_share`` (the
    paper's 50 %) by :class:`~synthloop.loops.mixing.MixedBatchSampler` (the same schedule as one
    TERSE T phase, so the compute is comparable);
+   (``resimulate: random``, the control: the same number of scenes per cycle, each drawn by
+   :func:`~synthloop.loops.imitation_failures.random_scene` from the same banks and style but
+   anchored on no failure; mining still runs, for the count, the record and the stop rule);
 4. evaluate on the validation split; stop when the best ``select_metric`` has not grown by
    ``min_gain`` for ``patience`` cycles, after ``max_cycles``, or when no failure is left.
 
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -46,7 +49,7 @@ from synthloop.config import Config, check_range
 from synthloop.errors import InputError
 from synthloop.loops.checkpoint import load_checkpoint, save_checkpoint
 from synthloop.loops.detection_training import train_detector
-from synthloop.loops.imitation_failures import KINDS, Failure, InstanceIndex, Jitter, SceneStyle, mine_failures, resimulate
+from synthloop.loops.imitation_failures import KINDS, Failure, InstanceIndex, Jitter, SceneStyle, mine_failures, random_scene, resimulate, resimulate_possible
 from synthloop.loops.mixing import MixedBatchSampler, parse_ratio
 from synthloop.loops.terse_detection_config import TORCH_BLEND_MODES
 from synthloop.loops.terse_detection_scenes import SyntheticScene, replay_scene
@@ -73,6 +76,9 @@ class ImitationConfig(Config):
     iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="a confident detection overlapping no object of its class by this is a false positive")
     score_threshold: float = Field(0.5, gt=0.0, le=1.0, description="detections below this score are ignored in mining")
     loc_iou: float = Field(0.7, ge=0.1, le=1.0, description="an object whose best detection has IoU in [0.1, loc_iou) is poorly localised")
+    resimulate: Literal["failures", "random"] = Field(
+        "failures", description="failures: scenes around each mined failure (the paper); random: as many random-paste scenes (the control)"
+    )
     per_failure: int = Field(2, ge=1, description="scenes re-simulated per failure")
     scenes_per_cycle: int = Field(300, ge=1, description="at most this many scenes per cycle (a random subset of failures beyond it)")
     scale: tuple[float, float] = Field((0.8, 1.25), description="factor on the failure's box size")
@@ -275,6 +281,13 @@ class ImitationLoop:
             pick = torch.randperm(len(chosen), generator=make_generator(cfg.seed, "imitation-subset", cycle))[:limit]
             chosen = [chosen[i] for i in sorted(pick.tolist())]
         out: list[SyntheticScene] = []
+        if cfg.resimulate == "random":  # the control: as many scenes as the failures would give, anchored on none
+            n = sum(cfg.per_failure for f in chosen if resimulate_possible(f, self.index))
+            for i in range(min(n, cfg.scenes_per_cycle)):
+                p = random_scene(self.index, self.backgrounds, self.canvas, make_generator(cfg.seed, "imitation-random", cycle, i), jitter=cfg.jitter())
+                p.meta["cycle"] = cycle
+                out.append(self.replay(p))
+            return out
         for f in chosen:
             g = make_generator(cfg.seed, "imitation", cycle, f.index)
             for p in resimulate(f, self.index, self.backgrounds, self.canvas, g, jitter=cfg.jitter(), per_failure=cfg.per_failure):
@@ -336,7 +349,7 @@ class ImitationLoop:
                 progress(f"imitation cycle {cycle}: training", 1, 1)
             counts = {k: sum(1 for f in mined if f.kind == k) for k in KINDS}
             history.append({
-                "cycle": cycle, "val": ap, "failures": counts, "failures_used": len({s.params.meta["failure"]["index"] for s in new}),
+                "cycle": cycle, "val": ap, "failures": counts, "failures_used": len({s.params.meta["failure"]["index"] for s in new if "failure" in s.params.meta}),
                 "scenes_added": len(new), "synthetic_images": sum(len(c) for c in scenes), **info, "seconds": round(time.perf_counter() - t0, 2),
             })  # fmt: skip
             if out is not None:

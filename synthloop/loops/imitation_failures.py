@@ -40,6 +40,10 @@ compositor (:class:`~synthloop.compose.params.SceneParams` with a frame, composi
   detector learns that such a region is background (pasting the class nearby would teach its look,
   which the detector already fires on).
 
+:func:`random_scene` is the control that keeps everything but the failure: the same compositor,
+style, banks and random-paste ranges, 1 + ``distractors`` objects of random classes at random
+places, one random background (``meta["random"]`` instead of ``meta["failure"]``).
+
 Every scene's params record the failure (``meta["failure"]``) and the drawn factors
 (``meta["jitter"]``) so tests and reports can check the bounds; all randomness comes from the
 generator passed in (the loop derives it from ``(seed, cycle, failure index)``).
@@ -327,6 +331,12 @@ def _object(g: torch.Generator, index: int, cat: int, affine: list[float], style
     return ObjectParams(int(index), int(cat), [float(v) for v in affine], photometric=_photometric(g, style), blend=blend, cleanup=True)
 
 
+def resimulate_possible(failure: Failure, index: InstanceIndex) -> bool:
+    """False when the class to paste has no asset in the bank (:func:`resimulate` returns no scene)."""
+    paste_cat = failure.category_id if failure.kind != "false_positive" else failure.true_category_id
+    return paste_cat is None or paste_cat in index.by_category
+
+
 def resimulate(
     failure: Failure, index: InstanceIndex, backgrounds: Any, canvas: tuple[int, int], g: torch.Generator, *, jitter: Jitter = Jitter(), per_failure: int = 2
 ) -> list[SceneParams]:
@@ -335,7 +345,7 @@ def resimulate(
     style = index.style
     cats = sorted(index.by_category)
     paste_cat = failure.category_id if failure.kind != "false_positive" else failure.true_category_id
-    if paste_cat is not None and paste_cat not in index.by_category:
+    if not resimulate_possible(failure, index):
         return []  # the simulator has no asset of this class (the paper's first saturation reason)
     out = []
     for r in range(per_failure):
@@ -397,4 +407,24 @@ def resimulate(
     return out
 
 
-__all__ = ["KINDS", "MIN_LOC_IOU", "Failure", "InstanceIndex", "Jitter", "SceneStyle", "mine_failures", "resimulate"]
+def random_scene(index: InstanceIndex, backgrounds: Any, canvas: tuple[int, int], g: torch.Generator, *, jitter: Jitter = Jitter()) -> SceneParams:
+    """One scene anchored on nothing (the ``resimulate: random`` control, module docstring): 1 +
+    ``jitter.distractors`` objects of random classes, each at a random place and size of the random
+    paste ranges, rotated by at most ``jitter.rotation``; one blend; one random background."""
+    H, W = canvas
+    style = index.style
+    cats = sorted(index.by_category)
+    n = 1 + int(torch.randint(jitter.distractors[0], jitter.distractors[1] + 1, (), generator=g))
+    blend = BlendSpec(style.blend_modes[int(torch.randint(len(style.blend_modes), (), generator=g))])
+    bg = backgrounds.sample_one(canvas, g)
+    objects = []
+    for _ in range(n):
+        inst = _pick(g, index.by_category[_pick(g, cats)])
+        s = _u(g, *RANDOM_SCALE)
+        tx, ty = _u(g, -RANDOM_SHIFT, RANDOM_SHIFT), _u(g, -RANDOM_SHIFT, RANDOM_SHIFT)
+        objects.append(_object(g, inst, index.foregrounds.category_of(inst), [_u(g, -jitter.rotation, jitter.rotation), tx * W, ty * H, 0.0, s, s], style, blend))
+    frame = CutoutFrame(style.fg_size, style.fg_fill, style.cleanup_sigma, style.cleanup_mu)
+    return SceneParams(canvas=(H, W), background=bg, objects=objects, frame=frame, min_visibility=style.min_visibility, meta={"random": {"objects": n}})
+
+
+__all__ = ["KINDS", "MIN_LOC_IOU", "Failure", "InstanceIndex", "Jitter", "SceneStyle", "mine_failures", "random_scene", "resimulate", "resimulate_possible"]

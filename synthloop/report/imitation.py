@@ -144,7 +144,11 @@ def build_imitation_report(
     for c, (found, made) in enumerate(zip(failures, scenes), start=1):
         by_failure: dict[int, list[Any]] = {}
         for s in made:
-            by_failure.setdefault(int(s.params.meta["failure"]["index"]), []).append(s)
+            if "failure" in s.params.meta:
+                by_failure.setdefault(int(s.params.meta["failure"]["index"]), []).append(s)
+        if made and not by_failure:  # resimulate: random, the control
+            blocks.append(Text(f"Cycle {c}: {len(found)} failures mined, {len(made)} random scenes (resimulate: random, anchored on no failure)."))
+            continue
         shown = [i for i in sorted(by_failure) if i < len(found)][:gallery]
         if not shown:
             continue

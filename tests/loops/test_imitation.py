@@ -149,3 +149,21 @@ def test_val_of_another_size_is_refused():
     with pytest.raises(InputError) as e:
         ImitationLoop(ImitationConfig(**TINY), _target(), images, targets, val, _bank(), BackgroundBank(["noise"]))
     assert e.value.field == "val.images"
+
+
+def test_random_control_adds_as_many_scenes_anchored_on_no_failure(tmp_path):
+    """``resimulate: random`` keeps mining, counts and the schedule, and draws the scenes from the
+    random-paste ranges instead of around the failures (the benchmark's no-imitation control)."""
+    paper = _loop(max_cycles=1).run(tmp_path / "f")
+    control = _loop(max_cycles=1, resimulate="random").run(tmp_path / "r")
+    assert [len(c) for c in control.scenes] == [len(c) for c in paper.scenes] and len(control.scenes[0]) > 0
+    assert control.history[1]["failures"] == paper.history[1]["failures"]  # same starting model, same mining
+    for s in control.scenes[0]:
+        assert "failure" not in s.params.meta and s.params.meta["random"]["objects"] >= 1
+        assert s.target["boxes"].shape[0] >= 0 and len(s.params.objects) == s.params.meta["random"]["objects"]
+    assert control.history[1]["failures_used"] == 0
+    again = _loop(max_cycles=1, resimulate="random").run(tmp_path / "r2")
+    assert all(torch.equal(a.image, b.image) for a, b in zip(control.scenes[0], again.scenes[0]))
+    loop = _loop()
+    for s in control.scenes[0]:  # every scene replays from its recorded params
+        assert torch.equal(loop.replay(s.params.to_dict()).image, s.image)

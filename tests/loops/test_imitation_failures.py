@@ -11,7 +11,7 @@ import torch
 from synthloop.compose.sources import TensorInstances
 from synthloop.data.backgrounds import BackgroundBank
 from synthloop.errors import InputError
-from synthloop.loops.imitation_failures import Failure, InstanceIndex, Jitter, SceneStyle, mine_failures, resimulate
+from synthloop.loops.imitation_failures import Failure, InstanceIndex, Jitter, SceneStyle, mine_failures, random_scene, resimulate
 from synthloop.loops.terse_detection_scenes import replay_scene
 from synthloop.models.detection import LabelMap
 
@@ -223,3 +223,27 @@ def test_scenes_replay_exactly_and_use_no_val_pixels():
 def test_class_without_assets_is_skipped():
     index = InstanceIndex(_bank(), STYLE)
     assert resimulate(_failure(category_id=99), index, BackgroundBank(["noise"]), (SIZE, SIZE), torch.Generator()) == []
+
+
+def test_random_scene_draws_from_the_random_paste_ranges_and_replays():
+    from synthloop.loops.imitation_failures import RANDOM_SCALE, RANDOM_SHIFT
+
+    index = InstanceIndex(_bank(), STYLE)
+    bg = BackgroundBank(["noise", "gradient"])
+    counts, cats = set(), set()
+    for seed in range(16):
+        p = random_scene(index, bg, (SIZE, SIZE), torch.Generator().manual_seed(seed), jitter=JITTER)
+        assert 1 + JITTER.distractors[0] <= len(p.objects) <= 1 + JITTER.distractors[1] == 4 and p.meta["random"]["objects"] == len(p.objects)
+        assert "failure" not in p.meta and len({o.blend.mode for o in p.objects}) == 1
+        for o in p.objects:
+            angle, tx, ty, shear, sx, sy = o.affine
+            assert abs(angle) <= JITTER.rotation and RANDOM_SCALE[0] <= sx == sy <= RANDOM_SCALE[1]
+            assert abs(tx) <= RANDOM_SHIFT * SIZE and abs(ty) <= RANDOM_SHIFT * SIZE
+            assert index.foregrounds.category_of(o.instance) == o.category_id
+            cats.add(o.category_id)
+        counts.add(len(p.objects))
+        again = random_scene(index, bg, (SIZE, SIZE), torch.Generator().manual_seed(seed), jitter=JITTER)
+        assert again.to_dict() == p.to_dict()
+        a, b = replay_scene(p, index.foregrounds, bg, LABEL_MAP), replay_scene(p.to_dict(), index.foregrounds, bg, LABEL_MAP)
+        assert torch.equal(a.image, b.image)
+    assert len(counts) > 1 and cats == set(CATS)  # the draws do vary

@@ -62,3 +62,20 @@ def test_report_blocks_and_page():
     assert ["loop.max_synthetic_share", "0.5"] in [list(r) for r in tables[-1].rows]
     page = render_html("t", blocks)
     assert page.count("data:image/png;base64") == 3 and "http" not in page.replace("http-equiv", "")
+
+
+def test_random_control_scenes_are_counted_not_matched_to_failures():
+    history = [
+        {"cycle": 0, "val": {"ap50": 0.5, "ap80": 0.2, "ap": 0.25}, "failures": {}, "scenes_added": 0, "synthetic_images": 0, "synthetic_share": 0.0},
+        {"cycle": 1, "val": {"ap50": 0.6, "ap80": 0.3, "ap": 0.3}, "failures": {"false_negative": 1}, "scenes_added": 2, "synthetic_images": 2,
+         "synthetic_share": 0.5, "seconds": 3.0},
+    ]  # fmt: skip
+    scenes = [_scene(0), _scene(0)]
+    for s in scenes:
+        s.params.meta = {"random": {"objects": 1}}
+    blocks = build_imitation_report(
+        history=history, selected=1, stop_reason="max_cycles (1) reached", failures=[[_failure("false_negative", [1.0, 1.0, 9.0, 9.0])]], scenes=[scenes],
+        val_images=torch.zeros(1, 3, 32, 32), names={7: "seven"}, config={"seed": 0, "loop": {"resimulate": "random"}},
+    )  # fmt: skip
+    assert len([b for b in blocks if isinstance(b, Figure)]) == 1  # the cycle plot only: no failure row pretends to be re-simulated
+    assert any("1 failures mined, 2 random scenes" in getattr(b, "text", "") for b in blocks)
