@@ -28,7 +28,10 @@ bench-render: $(STAMP)
 
 bench-affnist: $(STAMP)
 	$(BIN)/python benchmarks/affnist_efficiency.py
-	$(BIN)/python benchmarks/affnist_error.py
+	for seed in 0 1 2; do for method in random terse_paper; do \
+	  $(BIN)/python benchmarks/affnist_error.py --schedule short --method $$method --seed $$seed --threads 1 || exit 1; \
+	done; done
+	$(BIN)/python benchmarks/affnist_error.py --schedule short --summarise
 
 bench-detection: $(STAMP)
 	$(BIN)/python benchmarks/detection.py

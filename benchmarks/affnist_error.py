@@ -9,28 +9,35 @@ test digits) of the cycle with the lowest error on the AffNIST-style validation 
 the 5,000 validation digits). ``mnist_test_error_pct`` is the same model's error on the plain
 padded MNIST test digits.
 
-Budget (defaults, for ~30-45 min on 2 CPU cores; paper values in brackets): baseline 2 epochs
-[not stated], 20 cycles [not stated], 2 T epochs per cycle [30], each T epoch = 20,000 random
-MNIST digits + all cached samples [all 55,000], S at most 30 batches of 1024 per cycle [until
-the cache is full], lr 1e-3 from cycle 16 [after 100]. Measured on 2 cores: one
-MNISTClassifierDeep epoch over 10,000 digits ~5.4 s, evaluation of 10,000 ~3.1 s, one S batch
-of 1024 ~1.1 s; estimated full run ~30 min.
+Budget (``--schedule long``, the default; paper values in brackets): baseline 2 epochs [not
+stated], 20 cycles [not stated], 2 T epochs per cycle [30], each T epoch = 20,000 random MNIST
+digits + 10,000 drawn from all cached samples [all 55,000 + all cached], S at most 30 batches of
+1024 per cycle [until the cache is full], lr 1e-3 from cycle 16 [after 100]. Measured on one
+loaded core (seed 0): random row 96 min, terse_paper row 146 min (T ~205 s and S ~215 s per
+cycle); an H100 ran 15 cycles in ~90 s. ``--schedule short`` (10 cycles, lr drop at 8, 10,000 +
+5,000 samples per T epoch, S at most 15 batches, baseline and reference 1 epoch) is the budget of
+the 3-seed CPU table.
 
-Rows (issue 10): ``--method NAME`` runs one row of Table 1 with the loop options of
-:data:`synthloop.experiments.affnist_methods.METHODS` (``random``: recipe samples in the same
-budget; ``terse_paper``: the paper's S; ...) and writes ``affnist_error_NAME.json``. ``--summarise``
-then collects every ``affnist_error_NAME.json`` that ran the same protocol into
-``affnist_error.json``: ``rows`` maps each method to its test error and ``test_error_pct`` is the
-best learned (non-random) row's.
+Rows (issue 10): ``--method NAME`` (default ``terse_paper``) runs one row of Table 1 with the loop
+options of :data:`synthloop.experiments.affnist_methods.METHODS` (``random``: recipe samples in the
+same budget; ``terse_paper``: the paper's S; ...) for one ``--seed`` and writes
+``affnist_error[_SCHEDULE]_NAME_seedS.json``. ``--summarise`` then collects every row and seed of
+the schedule that ran the same protocol into ``affnist_error[_SCHEDULE].json``: ``rows`` maps each
+method to its mean test error over its seeds (``rows_std``, ``rows_per_seed``), ``test_error_pct``
+is the best learned (non-random) row's (lowest mean validation error) and ``vs_random`` says whether
+it differs from random beyond the pooled std. ``--schedule`` picks a preset budget (:data:`SCHEDULES`;
+explicit flags override it): ``long`` (default) is the 20-cycle schedule above, ``short`` the one the
+3-seed CPU table runs.
 
 Usage::
 
-    python benchmarks/affnist_error.py [--quick] [--device cuda] [--cycles 15] [--t-epochs 2] [...]
-    python benchmarks/affnist_error.py --method random --threads 1      # one row per process
-    python benchmarks/affnist_error.py --method terse_paper --threads 1
-    python benchmarks/affnist_error.py --summarise
+    python benchmarks/affnist_error.py --method random --seed 1 --threads 1 [--schedule short]   # one row per process
+    python benchmarks/affnist_error.py --method terse_paper --seed 1 --threads 1 [--schedule short]
+    python benchmarks/affnist_error.py --summarise [--schedule short]
+    python benchmarks/affnist_error.py --quick --device cuda      # pipeline check
 
-Writes ``benchmarks/results/affnist_error.json`` (``--quick``: ``affnist_error_quick.json``).
+Writes ``benchmarks/results/affnist_error[_SCHEDULE]_METHOD_seedS.json`` per row and seed and the
+summary ``affnist_error[_SCHEDULE].json`` (``long`` has no ``_SCHEDULE``).
 """
 
 from __future__ import annotations
@@ -52,6 +59,18 @@ from synthloop.experiments.affnist_methods import METHODS  # noqa: E402
 
 QUICK = dict(base_epochs=1, reference_epochs=1)
 QUICK_LOOP = dict(cycles=2, hard_per_class=100, t_epochs=1, t_real_per_epoch=5_000, s_max_steps=5, lr_t_drop_cycle=None)
+SCHEDULES: dict[str, tuple[dict, dict]] = {
+    "long": ({}, dict(t_synthetic_per_epoch=10_000)),
+    "short": (
+        dict(base_epochs=1, reference_epochs=1),
+        dict(cycles=10, lr_t_drop_cycle=8, t_real_per_epoch=10_000, t_synthetic_per_epoch=5_000, s_max_steps=15),
+    ),
+    "quick": (QUICK, QUICK_LOOP),
+}
+"""``--schedule NAME``: (ErrorConfig options, loop options) before any explicit flag. ``long``: the
+20-cycle CPU schedule (~100-150 min per row on one loaded core); ``short``: 10 cycles, half the T
+data per epoch and half the S budget, sized so 2 rows x 3 seeds fit ~75 min on 2 cores; ``quick``:
+checks the pipeline, not the number (= ``--quick``)."""
 LOOP_KEYS = (
     "cycles",
     "hard_per_class",
@@ -69,7 +88,8 @@ LOOP_KEYS = (
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a few minutes on CPU: checks the pipeline, not the number")
+    p.add_argument("--quick", action="store_true", help="a few minutes on CPU: checks the pipeline, not the number (= --schedule quick)")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default=None, help="a preset budget (see SCHEDULES; default long)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
@@ -87,15 +107,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             default=None,
             help=f"ErrorConfig{'.loop' if name.replace('-', '_') in LOOP_KEYS else ''}.{name.replace('-', '_')} (t-real-per-epoch 0 = all)",
         )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick and args.schedule not in (None, "quick"):
+        p.error(f"--quick is --schedule quick; it cannot be combined with --schedule {args.schedule}")
+    args.schedule = "quick" if args.quick else (args.schedule or "long")
+    args.quick = args.schedule == "quick"
+    if not args.summarise and args.method is None:
+        args.method = "terse_paper"  # the paper's loop (the loop config's defaults)
+    return args
 
 
 def build_config(args: argparse.Namespace) -> ErrorConfig:
-    values: dict = dict(QUICK) if args.quick else {}
+    preset, preset_loop = SCHEDULES[args.schedule]
+    values: dict = dict(preset)
     for key in ("seed", "base_epochs", "reference_epochs"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    loop: dict = dict(QUICK_LOOP) if args.quick else {}
+    loop: dict = dict(preset_loop)
     for key in LOOP_KEYS:
         value = getattr(args, key)
         if value is not None:
@@ -112,57 +140,96 @@ def _protocol(payload: dict) -> dict:
     defaults = ErrorConfig().loop.model_dump(mode="json")
     for key in set().union(*(METHODS[m] for m in METHODS)):
         config["loop"][key] = defaults[key]
+    config.pop("seed", None)
+    config["loop"].pop("seed", None)
     return config
 
 
-def summarise(results_dir: Path, quick: bool = False) -> dict:
-    """Build ``affnist_error.json`` from the ``affnist_error_NAME.json`` rows run under one protocol."""
-    prefix = "affnist_error_quick_" if quick else "affnist_error_"
-    rows = {}
+def row_prefix(schedule: str) -> str:
+    """File-name prefix of one schedule's rows: ``affnist_error_`` (long), ``affnist_error_short_``, ..."""
+    return "affnist_error_" if schedule == "long" else f"affnist_error_{schedule}_"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+
+
+def summarise(results_dir: Path, schedule: str = "long") -> dict:
+    """Build the schedule's summary (``affnist_error.json`` for ``long``, ``affnist_error_SCHEDULE.json``
+    otherwise) from its ``...METHOD_seedS.json`` rows, which must all have run one protocol (seeds
+    aside). Each row is the mean +- std over its seeds; the best learned row is the one with the
+    lowest mean validation error; ``vs_random`` says whether it differs from random beyond the
+    pooled std."""
+    prefix = row_prefix(schedule)
+    rows: dict[str, dict[int, dict]] = {}
     for method in METHODS:
-        path = results_dir / f"{prefix}{method}.json"
-        if path.exists():
-            rows[method] = json.loads(path.read_text())
+        for path in sorted(results_dir.glob(f"{prefix}{method}_seed*.json")):
+            seed = path.stem.rsplit("_seed", 1)[1]
+            if seed.isdigit():
+                rows.setdefault(method, {})[int(seed)] = json.loads(path.read_text())
     learned = [m for m in rows if m != "random"]
     if not learned:
         raise SystemExit(f"no learned row among {sorted(p.name for p in results_dir.glob(prefix + '*.json'))} in {results_dir}")
-    protocols = {m: _protocol(r) for m, r in rows.items()}
+    protocols = {(m, seed): _protocol(r) for m, seeds in rows.items() for seed, r in seeds.items()}
     first = next(iter(protocols.values()))
-    differing = [m for m, c in protocols.items() if c != first]
+    differing = sorted(f"{m} seed {seed}" for (m, seed), c in protocols.items() if c != first)
     if differing:
         raise SystemExit(f"rows {differing} ran another protocol than {next(iter(protocols))}: re-run them with the same options")
-    best = min(learned, key=lambda m: rows[m]["val_error_pct"])
-    payload = {k: v for k, v in rows[best].items() if k not in ("commit", "dirty", "machine")}
+
+    def stat(method: str, key: str) -> tuple[float, float]:
+        return _mean_std([r[key] for r in rows[method].values()])
+
+    best = min(learned, key=lambda m: stat(m, "val_error_pct")[0])
+    one = rows[best][min(rows[best])]
+    payload = {k: v for k, v in one.items() if k not in ("commit", "dirty", "machine", "history", "timings", "wall_s")}
+    payload["config"]["seed"] = payload["config"]["loop"]["seed"] = None
+    mean, std = stat(best, "test_error_pct")
     payload.update(
+        schedule=schedule,
         method=best,
-        best_method_rule="the learned row with the lowest AffNIST-style validation error",
-        rows={m: r["test_error_pct"] for m, r in rows.items()},
-        rows_mnist={m: r["mnist_test_error_pct"] for m, r in rows.items()},
-        rows_val={m: r["val_error_pct"] for m, r in rows.items()},
-        rows_best_cycle={m: r["best_cycle"] for m, r in rows.items()},
-        rows_wall_s={m: r["wall_s"] for m, r in rows.items()},
-        rows_commit={m: r.get("commit") for m, r in rows.items()},
-        rows_machine={m: r.get("machine") for m, r in rows.items()},
+        best_method_rule="the learned row with the lowest mean AffNIST-style validation error",
+        test_error_pct=mean,
+        test_error_std=std,
+        val_error_pct=stat(best, "val_error_pct")[0],
+        mnist_test_error_pct=stat(best, "mnist_test_error_pct")[0],
+        seeds={m: sorted(r) for m, r in rows.items()},
+        rows={m: stat(m, "test_error_pct")[0] for m in rows},
+        rows_std={m: stat(m, "test_error_pct")[1] for m in rows},
+        rows_mnist={m: stat(m, "mnist_test_error_pct")[0] for m in rows},
+        rows_val={m: stat(m, "val_error_pct")[0] for m in rows},
+        rows_per_seed={m: {str(seed): r["test_error_pct"] for seed, r in rs.items()} for m, rs in rows.items()},
+        rows_best_cycle={m: {str(seed): r["best_cycle"] for seed, r in rs.items()} for m, rs in rows.items()},
+        rows_wall_s={m: {str(seed): r["wall_s"] for seed, r in rs.items()} for m, rs in rows.items()},
+        rows_commit={m: sorted({r.get("commit") for r in rs.values()}, key=str) for m, rs in rows.items()},
+        rows_machine={m: {str(seed): r.get("machine") for seed, r in rs.items()} for m, rs in rows.items()},
     )
-    name = "affnist_error_quick" if quick else "affnist_error"
+    if "random" in rows:
+        diff = mean - payload["rows"]["random"]
+        pooled = ((std**2 + payload["rows_std"]["random"] ** 2) / 2) ** 0.5
+        payload["vs_random"] = {
+            "difference_pct": diff,
+            "pooled_std": pooled,
+            "beyond_pooled_std": abs(diff) > pooled if min(len(rows[best]), len(rows["random"])) > 1 else None,
+        }
+    name = prefix.rstrip("_")
     path = write_result(name, payload, device=payload.get("device", "cpu"), results_dir=results_dir)
-    print(f"{'row':<16}{'test err %':>11}{'val err %':>11}{'MNIST err %':>13}{'cycle':>7}")
+    print(f"{'row':<16}{'seeds':>6}{'test err %':>16}{'val err %':>11}{'MNIST err %':>13}")
     for m in rows:
-        print(f"{m:<16}{rows[m]['test_error_pct']:>11.2f}{rows[m]['val_error_pct']:>11.2f}{rows[m]['mnist_test_error_pct']:>13.2f}{rows[m]['best_cycle']:>7}")
-    print(f"best learned row: {best} ({rows[best]['test_error_pct']:.2f}%; paper 0.99%) -> {path}")
+        t, ts = stat(m, "test_error_pct")
+        print(f"{m:<16}{len(rows[m]):>6}{t:>9.2f} +-{ts:>4.2f}{stat(m, 'val_error_pct')[0]:>11.2f}{stat(m, 'mnist_test_error_pct')[0]:>13.2f}")
+    print(f"best learned row: {best} ({mean:.2f}% +- {std:.2f}; paper 0.99%) -> {path}")
     return payload
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.summarise:
-        return summarise(Path(args.results_dir), quick=args.quick)
+        return summarise(Path(args.results_dir), schedule=args.schedule)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
-    name = "affnist_error_quick" if args.quick else "affnist_error"
-    if args.method:
-        name = f"{name}_{args.method}"
+    name = f"{row_prefix(args.schedule)}{args.method}_seed{cfg.seed}"
     start = time.perf_counter()
     result = run_error(cfg, device=args.device, run_dir=args.run_dir, log=lambda m: print(m, flush=True))
     wall = time.perf_counter() - start
@@ -184,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
         "history": result.history,
         "device": args.device,
         "quick": args.quick,
-        "method": args.method or "terse_paper",
+        "schedule": args.schedule,
+        "method": args.method,
         "threads": torch.get_num_threads(),
     }
     path = write_result(name, payload, device=args.device, results_dir=Path(args.results_dir))
