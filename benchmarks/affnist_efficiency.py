@@ -73,17 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("seed", int), ("train-digits", int), ("test-digits", int), ("base-epochs", int), ("steps", int),
         ("terse-steps", int), ("step-size", int), ("finetune-epochs", int), ("finetune-real-per-epoch", int),
         ("s-batch-size", int), ("s-min-steps", int), ("s-max-steps", int), ("s-noise-dim", int), ("reference-epochs", int),
+        ("t-synthetic-per-epoch", int),
     ):  # fmt: skip
         p.add_argument(
             f"--{name}",
             type=kind,
             default=None,
-            help=f"EfficiencyConfig{'.loop' if name.startswith('s-') else ''}.{name.replace('-', '_')} (0 = all for *-digits / *-per-epoch)",
+            help=f"EfficiencyConfig{'.loop' if name.replace('-', '_') in LOOP_KEYS else ''}.{name.replace('-', '_')} (0 = all for *-digits / *-per-epoch)",
         )
     return p.parse_args(argv)
 
 
-LOOP_KEYS = ("s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim")
+LOOP_KEYS = ("s_batch_size", "s_min_steps", "s_max_steps", "s_noise_dim", "t_synthetic_per_epoch")
 """Options that set EfficiencyConfig.loop's fields; the others set EfficiencyConfig's own."""
 
 
@@ -99,6 +100,8 @@ def build_config(args: argparse.Namespace) -> EfficiencyConfig:
     else:
         base = EfficiencyConfig.quick() if args.quick else EfficiencyConfig()
     loop = {k: getattr(args, k) for k in LOOP_KEYS if getattr(args, k) is not None}
+    if loop.get("t_synthetic_per_epoch") == 0:
+        loop["t_synthetic_per_epoch"] = None  # every added sample in every fine-tuning epoch (paper)
     if loop:
         overrides["loop"] = base.loop.model_copy(update=loop)
     return base.model_copy(update=overrides) if overrides else base
