@@ -4,26 +4,17 @@ side file that keeps ``affnist_methods.json`` small."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from synthloop.experiments.affnist import EfficiencyConfig
 from synthloop.experiments.affnist_methods import MethodRun, MethodsResult
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("affnist_efficiency_bench", ROOT / "benchmarks" / "affnist_efficiency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("affnist_efficiency")
 
 
 def test_t_synthetic_per_epoch_sets_the_loop_and_zero_means_every_added_sample(bench):

@@ -3,26 +3,17 @@ one row, ``--summarise`` collects rows run under one protocol and picks the best
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from synthloop.experiments.affnist import ErrorConfig
 from synthloop.experiments.affnist_methods import METHODS
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("affnist_error_bench", ROOT / "benchmarks" / "affnist_error.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("affnist_error")
 
 
 def _row(bench, method: str, *, val: float, test: float, cycles: int = 20, seed: int = 0, schedule: str = "long") -> dict:
