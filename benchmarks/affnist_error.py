@@ -56,6 +56,7 @@ from common import RESULTS, write_result  # noqa: E402
 
 from synthloop.experiments.affnist import ErrorConfig, run_error  # noqa: E402
 from synthloop.experiments.affnist_methods import METHODS  # noqa: E402
+from synthloop.metrics.plausibility import mean_std, pooled_std  # noqa: E402
 
 QUICK = dict(base_epochs=1, reference_epochs=1)
 QUICK_LOOP = dict(cycles=2, hard_per_class=100, t_epochs=1, t_real_per_epoch=5_000, s_max_steps=5, lr_t_drop_cycle=None)
@@ -150,9 +151,19 @@ def row_prefix(schedule: str) -> str:
     return "affnist_error_" if schedule == "long" else f"affnist_error_{schedule}_"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+ROW_FIELDS = ("config", "test_error_pct", "val_error_pct", "mnist_test_error_pct", "best_cycle", "wall_s")
+
+
+def _read_row(path: Path) -> dict:
+    """One row file, or a clear error naming the file and the field it lacks."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: not a readable row file ({exc})") from None
+    missing = [k for k in ROW_FIELDS if not isinstance(row, dict) or k not in row]
+    if missing:
+        raise SystemExit(f"{path}: row file lacks field {missing[0]!r}")
+    return row
 
 
 def summarise(results_dir: Path, schedule: str = "long") -> dict:
@@ -167,7 +178,7 @@ def summarise(results_dir: Path, schedule: str = "long") -> dict:
         for path in sorted(results_dir.glob(f"{prefix}{method}_seed*.json")):
             seed = path.stem.rsplit("_seed", 1)[1]
             if seed.isdigit():
-                rows.setdefault(method, {})[int(seed)] = json.loads(path.read_text())
+                rows.setdefault(method, {})[int(seed)] = _read_row(path)
     learned = [m for m in rows if m != "random"]
     if not learned:
         raise SystemExit(f"no learned row among {sorted(p.name for p in results_dir.glob(prefix + '*.json'))} in {results_dir}")
@@ -178,7 +189,7 @@ def summarise(results_dir: Path, schedule: str = "long") -> dict:
         raise SystemExit(f"rows {differing} ran another protocol than {next(iter(protocols))}: re-run them with the same options")
 
     def stat(method: str, key: str) -> tuple[float, float]:
-        return _mean_std([r[key] for r in rows[method].values()])
+        return mean_std([r[key] for r in rows[method].values()])
 
     best = min(learned, key=lambda m: stat(m, "val_error_pct")[0])
     one = rows[best][min(rows[best])]
@@ -206,7 +217,7 @@ def summarise(results_dir: Path, schedule: str = "long") -> dict:
     )
     if "random" in rows:
         diff = mean - payload["rows"]["random"]
-        pooled = ((std**2 + payload["rows_std"]["random"] ** 2) / 2) ** 0.5
+        pooled = pooled_std(std, payload["rows_std"]["random"])
         payload["vs_random"] = {
             "difference_pct": diff,
             "pooled_std": pooled,

@@ -96,3 +96,12 @@ def test_summarise_refuses_a_seed_of_another_protocol(bench, tmp_path):
     (tmp_path / "affnist_error_terse_paper_seed1.json").write_text(json.dumps(_row(bench, "terse_paper", val=1.0, test=1.0, seed=1, cycles=7)))
     with pytest.raises(SystemExit, match="terse_paper seed 1"):
         bench.summarise(tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "not a readable row file"), ('{"config": {}}', "lacks field 'test_error_pct'")])
+def test_summarise_names_a_broken_row_file_and_writes_nothing(bench, tmp_path, text, message):
+    (tmp_path / "affnist_error_random_seed0.json").write_text(json.dumps(_row(bench, "random", val=1.0, test=1.0)))
+    (tmp_path / "affnist_error_terse_paper_seed1.json").write_text(text)
+    with pytest.raises(SystemExit, match=f"affnist_error_terse_paper_seed1.json: .*{message}"):
+        bench.summarise(tmp_path)
+    assert not (tmp_path / "affnist_error.json").exists()
